@@ -1,0 +1,30 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from access.models import Sector
+from access.services import user_upsert
+from tre.errors import Invalid
+from tre.roles import ROLE_ALIASES
+
+
+class Command(BaseCommand):
+    help = "Create or update a tre user (idempotent): password, role, organisation."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--password", required=False)
+        parser.add_argument("--role", action="append", default=[],
+                            help="dac, output_checker, custodian or auditor (repeatable)")
+        parser.add_argument("--organisation", help="created if it does not exist")
+        parser.add_argument("--sector", default=Sector.ACADEMIC, choices=Sector.values)
+
+    def handle(self, *args, username, password, role, organisation, sector, **options):
+        bad = [r for r in role if r not in ROLE_ALIASES]
+        if bad:
+            raise CommandError(f"unknown role {bad[0]!r}: use one of dac, output_checker, custodian, auditor")
+        try:
+            user, created = user_upsert(username=username, password=password, roles=role,
+                                        organisation=organisation, sector=sector)
+        except Invalid as exc:
+            raise CommandError(exc.detail) from exc
+        roles = ", ".join(sorted(g.name for g in user.groups.all())) or "researcher"
+        self.stdout.write(f"{'created' if created else 'updated'} user {username} ({roles})")

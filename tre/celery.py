@@ -1,0 +1,37 @@
+"""The Celery app: queues ``queries``, ``ingest`` and ``default``; late acks; time limits.
+
+Each app may define ``BEAT_SCHEDULE`` (a dict of Celery beat entries) in its ``tasks`` module;
+they are merged here so the schedule lives next to the task it runs.
+"""
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tre.settings")
+
+app = Celery("tre")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("default"), Queue("queries"), Queue("ingest"))
+app.conf.task_routes = {
+    "queries.*": {"queue": "queries"},
+    "environment.tasks.ingest_*": {"queue": "ingest"},
+}
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _collect_beat_schedule(sender, **kwargs):
+    from importlib import import_module
+
+    from django.conf import settings
+
+    schedule = dict(settings.CELERY_BEAT_SCHEDULE)
+    for label in ("tre", "audit", "access", "environment", "projects", "queries", "outputs"):
+        try:
+            module = import_module(f"{label}.tasks")
+        except ModuleNotFoundError:
+            continue
+        schedule.update(getattr(module, "BEAT_SCHEDULE", {}))
+    sender.conf.beat_schedule = schedule

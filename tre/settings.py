@@ -1,0 +1,229 @@
+"""tre settings: one file, read from the environment (django-environ).
+
+With no environment variables set this is the *embedded default*: SQLite under ``var/``, Celery
+tasks run in-process, the DuckDB store under ``var/store/``. Set ``DATABASE_URL`` and
+``CELERY_BROKER_URL`` to run on PostgreSQL and Redis. ``TRE_ENV=production`` refuses to start
+with a default secret.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+# Defaults that are safe for a laptop demo and refused in production.
+DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
+DEFAULT_PSEUDONYM_KEY = "dev-insecure-pseudonym-key-change-me"
+
+TRE_ENV = env.str("TRE_ENV", default="dev")
+if TRE_ENV not in ("dev", "test", "production"):
+    raise ImproperlyConfigured(f"TRE_ENV must be dev, test or production, not {TRE_ENV!r}")
+PRODUCTION = TRE_ENV == "production"
+
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
+TRE_PSEUDONYM_KEY = env.str("TRE_PSEUDONYM_KEY", default=DEFAULT_PSEUDONYM_KEY)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"])
+
+if PRODUCTION:
+    problems = []
+    if SECRET_KEY == DEFAULT_SECRET_KEY or len(SECRET_KEY) < 50:
+        problems.append("SECRET_KEY must be set to a random value of at least 50 characters")
+    if TRE_PSEUDONYM_KEY == DEFAULT_PSEUDONYM_KEY or len(TRE_PSEUDONYM_KEY) < 32:
+        problems.append("TRE_PSEUDONYM_KEY must be set to a random value of at least 32 characters")
+    if DEBUG:
+        problems.append("DEBUG must be off")
+    if not ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS must name the hosts this service answers for")
+    if "DATABASE_URL" not in env:
+        problems.append("DATABASE_URL must point at PostgreSQL")
+    if "CELERY_BROKER_URL" not in env:
+        problems.append("CELERY_BROKER_URL must point at Redis")
+    if problems:
+        raise ImproperlyConfigured("production settings refused: " + "; ".join(problems))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "guardian",
+    "tre",
+    "audit",
+    "access",
+    "environment",
+    "projects",
+    "queries",
+    "outputs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tre.urls"
+WSGI_APPLICATION = "tre.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'tre.sqlite3'}"),
+}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    VAR_DIR.mkdir(exist_ok=True)
+    # Wait rather than fail when the in-process worker and the web request write at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth ---------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+]
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object; the public sees only public endpoints
+GUARDIAN_RAISE_403 = False
+# API tokens expire; a new one is issued at the next login.
+TRE_TOKEN_TTL_HOURS = env.int("TRE_TOKEN_TTL_HOURS", default=12)
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "Europe/London"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Security (production) -----------------------------------------------------------------
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- DRF ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tre.auth.ExpiringTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "tre.pagination.Pagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "tre.errors.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env.str("TRE_LOGIN_THROTTLE", default="10/min"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "tre — Trusted Research Environment API",
+    "DESCRIPTION": "Projects, access, the secure environment, queries, safe outputs and the audit log.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+# --- Cache (throttling) -------------------------------------------------------------------
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://tre")}
+
+# --- Celery -------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
+EMBEDDED = "CELERY_BROKER_URL" not in env
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=EMBEDDED)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=330)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Fail fast when the broker is down instead of blocking a web request.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE: dict = {}  # filled by tre.celery from each app's BEAT_SCHEDULE
+
+# --- The environment and its rules -------------------------------------------------------
+TRE_STORE_DIR = Path(env.str("TRE_STORE_DIR", default=str(VAR_DIR / "store")))
+TRE_DAC_APPROVALS = env.int("TRE_DAC_APPROVALS", default=2)
+TRE_OUTPUT_APPROVALS = env.int("TRE_OUTPUT_APPROVALS", default=2)
+TRE_MAX_RESULT_CELLS = env.int("TRE_MAX_RESULT_CELLS", default=10_000)
+TRE_MAX_QUERY_BYTES = env.int("TRE_MAX_QUERY_BYTES", default=100_000)
+TRE_MAX_UPLOAD_BYTES = env.int("TRE_MAX_UPLOAD_BYTES", default=2 * 1024**3)
+TRE_SANDBOX_MEMORY_LIMIT = env.str("TRE_SANDBOX_MEMORY_LIMIT", default="2GB")
+TRE_SANDBOX_THREADS = env.int("TRE_SANDBOX_THREADS", default=2)
+TRE_QUERY_SOFT_TIME_LIMIT = env.int("TRE_QUERY_SOFT_TIME_LIMIT", default=120)
+TRE_QUERY_TIME_LIMIT = env.int("TRE_QUERY_TIME_LIMIT", default=150)
+TRE_SDC_THRESHOLD = env.int("TRE_SDC_THRESHOLD", default=10)
+TRE_SDC_ROUNDING_BASE = env.int("TRE_SDC_ROUNDING_BASE", default=5)
+TRE_SDC_NK_N = env.int("TRE_SDC_NK_N", default=2)
+TRE_SDC_NK_K = env.float("TRE_SDC_NK_K", default=0.9)
+TRE_SDC_P_PERCENT = env.float("TRE_SDC_P_PERCENT", default=0.1)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRE_MAX_QUERY_BYTES * 2, 2_621_440)
+
+# --- Logging ------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import api
+
+api_v1 = [
+    path("", api.ApiRootApi.as_view(), name="api-root"),
+    path("auth/token/", api.TokenApi.as_view(), name="auth-token"),
+    path("me/", api.MeApi.as_view(), name="me"),
+    path("", include("access.urls")),
+    path("", include("environment.urls")),
+    path("", include("projects.urls")),
+    path("", include("queries.urls")),
+    path("", include("outputs.urls")),
+    path("", include("audit.urls")),
+]
+
+urlpatterns = [
+    path("healthz", api.HealthzApi.as_view(), name="healthz"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", admin.site.urls),
+]
