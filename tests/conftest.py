@@ -110,8 +110,8 @@ def _require_redis(url):
 
 
 class WorkerProcess:
-    def __init__(self, proc, env, log_path):
-        self.proc, self.env, self.log_path = proc, env, log_path
+    def __init__(self, proc, env, log_path, log_file=None):
+        self.proc, self.env, self.log_path, self.log_file = proc, env, log_path, log_file
 
     @property
     def pid(self):
@@ -141,22 +141,23 @@ def start_worker(*, queues="default,queries,ingest", concurrency=2, extra_env=No
     })
     if db.get("PASSWORD"):
         env["DATABASE_URL"] = env["DATABASE_URL"].replace(f"{db['USER']}@", f"{db['USER']}:{db['PASSWORD']}@")
-    log_path = tempfile.mktemp(prefix="tre-worker-", suffix=".log")
+    log_file = tempfile.NamedTemporaryFile(prefix="tre-worker-", suffix=".log", delete=False)
+    log_path = log_file.name
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tre", "worker", "-Q", queues, "-c", str(concurrency),
          "--pool", "prefork", "-l", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
          "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
-        cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         text = Path(log_path).read_text(errors="replace")
         if " ready." in text:
-            return WorkerProcess(proc, env, log_path)
+            return WorkerProcess(proc, env, log_path, log_file)
         if proc.poll() is not None:
             pytest.fail(f"the Celery worker exited at start:\n{text[-4000:]}")
         time.sleep(0.2)
-    stop_worker(WorkerProcess(proc, env, log_path))
+    stop_worker(WorkerProcess(proc, env, log_path, log_file))
     pytest.fail(f"the Celery worker did not become ready in 60 s:\n{Path(log_path).read_text()[-4000:]}")
 
 
@@ -166,8 +167,13 @@ def stop_worker(worker: WorkerProcess, sig=signal.SIGTERM):
             os.killpg(worker.proc.pid, sig)
             worker.proc.wait(timeout=20)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(worker.proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(worker.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             worker.proc.wait(timeout=10)
+    if worker.log_file is not None and not worker.log_file.closed:
+        worker.log_file.close()
 
 
 def _purge_queues():

@@ -174,10 +174,16 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "ENUM_NAME_OVERRIDES": {
+        "PurposeEnum": "access.models.Purpose",
+    },
 }
 
 # --- Cache (throttling) -------------------------------------------------------------------
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://tre")}
+if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":  # use Django's own Redis backend
+    CACHES["default"]["BACKEND"] = "django.core.cache.backends.redis.RedisCache"
+    CACHES["default"].pop("OPTIONS", None)
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
