@@ -28,7 +28,6 @@ install-dev: $(VENV)/.installed-dev
 ## make run: the embedded default (SQLite, in-process tasks, store in var/); no servers needed.
 run: install
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(PY) manage.py migrate --noinput -v0
-	env -u DATABASE_URL -u CELERY_BROKER_URL $(PY) manage.py tre_demo_seed
 	@echo "tre is starting at http://$(HOST):$(PORT)/  (API docs: /api/docs/, health: /healthz). Ctrl-C stops it."
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
