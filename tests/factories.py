@@ -59,3 +59,194 @@ class DatasetFactory(factory.django.DjangoModelFactory):
         {"name": "age", "type": "integer"},
         {"name": "value", "type": "float"},
     ])
+
+
+# --- Governance: projects and agreements -------------------------------------------------
+
+import datetime as _dt  # noqa: E402
+
+from django.utils import timezone as _tz  # noqa: E402
+
+from access.models import Agreement  # noqa: E402
+from projects.models import Project  # noqa: E402
+
+
+def _today():
+    return _tz.localdate()
+
+
+class AgreementFactory(factory.django.DjangoModelFactory):
+    """``AgreementFactory(organisation=org, datasets=[ds], status="active")``: written directly
+    (no audit); the services are tested on their own."""
+
+    class Meta:
+        model = Agreement
+        skip_postgeneration_save = True
+
+    organisation = factory.SubFactory(OrganisationFactory)
+    title = factory.Sequence(lambda n: f"Agreement {n}")
+    reference = factory.Sequence(lambda n: f"DSA-{n:04d}")
+    permitted_purposes = factory.LazyFunction(lambda: ["health research"])
+    prohibited_uses = factory.LazyFunction(lambda: ["marketing", "insurance"])
+    commercial_use_allowed = False
+    valid_from = factory.LazyFunction(lambda: _today() - _dt.timedelta(days=365))
+    valid_until = factory.LazyFunction(lambda: _today() + _dt.timedelta(days=365))
+    status = Agreement.Status.ACTIVE
+    activated_at = factory.LazyAttribute(lambda o: _tz.now() if o.status != Agreement.Status.DRAFT else None)
+    revoked_at = factory.LazyAttribute(lambda o: _tz.now() if o.status == Agreement.Status.REVOKED else None)
+
+    @factory.post_generation
+    def datasets(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.datasets.set(extracted)
+
+
+class ProjectFactory(factory.django.DjangoModelFactory):
+    """A project made through the services (so memberships, guardian grants and audit events are
+    real): ``ProjectFactory(lead=u, members=[m], datasets=[ds], status="approved")``. Statuses
+    past ``submitted`` are reached with votes of fresh DAC members of their own organisation."""
+
+    class Meta:
+        model = Project
+
+    title = factory.Sequence(lambda n: f"Project {n}")
+    lay_summary = "What we want to find out, in plain words."
+    purpose = "To measure something useful."
+    purpose_categories = factory.LazyFunction(lambda: ["health_research"])
+    public_benefit = "Better care."
+    legal_basis = "GDPR 6(1)(e) and 9(2)(j)"
+    commercial = False
+    start_date = factory.LazyFunction(lambda: _today() - _dt.timedelta(days=30))
+    end_date = factory.LazyFunction(lambda: _today() + _dt.timedelta(days=365))
+    ethics_reference = "REC 24/AB/0001"
+    lead = factory.SubFactory(UserFactory)
+
+    @classmethod
+    def _create(cls, model_class, *args, lead, datasets=None, members=(), status="draft", **kwargs):
+        from django.conf import settings
+
+        from projects import services
+
+        if datasets is None:
+            datasets = [DatasetFactory()]
+        project = services.project_create(actor=lead, data={**kwargs, "datasets": [d.pk for d in datasets]})
+        for member in members:
+            services.project_member_add(project=project, actor=lead, username=member.username)
+        if status == "draft":
+            return project
+        services.project_submit(project=project, actor=lead)
+        if status in ("returned", "rejected"):
+            dac = UserFactory(role="dac", organisation=OrganisationFactory())
+            decision = "return" if status == "returned" else "reject"
+            services.project_review(project=project, actor=dac, decision=decision, comment="see comments")
+        elif status in ("approved", "suspended", "closed"):
+            for _ in range(settings.TRE_DAC_APPROVALS):
+                dac = UserFactory(role="dac", organisation=OrganisationFactory())
+                services.project_review(project=project, actor=dac, decision="approve", comment="fine")
+            if status == "suspended":
+                services.project_suspend(project=project, actor=UserFactory(role="dac"), comment="paused")
+            elif status == "closed":
+                services.project_close(project=project, actor=lead, comment="done")
+        elif status != "submitted":
+            raise ValueError(f"ProjectFactory cannot reach status {status!r}")
+        project.refresh_from_db()
+        return project
+
+
+# --- Outputs: a completed query's output, made without the worker ---------------------------
+
+def output_result_columns(columns) -> list[str]:
+    """The raw result's columns as the rewriter returns them: the user columns, ``n_persons``, then
+    top1/top2/total of each sum/avg column."""
+    helpers = [c[h] for c in columns if c["kind"] in ("sum", "avg") for h in ("top1", "top2", "total")]
+    return [c["name"] for c in columns] + ["n_persons"] + helpers
+
+
+def output_column(name, kind="key") -> dict:
+    """A ``Query.columns`` entry; sum/avg columns get the helper names the rewriter would give."""
+    column = {"name": name, "kind": kind, "top1": None, "top2": None, "total": None}
+    if kind in ("sum", "avg"):
+        column.update(top1=f"{name}_top1", top2=f"{name}_top2", total=f"{name}_total")
+    return column
+
+
+# region/n: "east" fails the threshold, so secondary suppression also takes "south".
+DEFAULT_OUTPUT_COLUMNS = [output_column("region"), output_column("n", "count")]
+DEFAULT_OUTPUT_ROWS = [["north", 23, 23], ["south", 12, 12], ["east", 4, 4]]
+
+
+class CompletedQueryFactory(factory.django.DjangoModelFactory):
+    """A completed ``Query`` row whose raw result (and person sets) are written to the store with
+    ``queries.results``, as the worker would leave them — but no output yet.
+
+    ``CompletedQueryFactory(project=p, columns=[...], rows=[...], person_sets={(key,): [ints]})``;
+    ``rows`` are in ``output_result_columns(columns)`` order."""
+
+    class Meta:
+        model = "queries.Query"
+
+    title = factory.Sequence(lambda n: f"Query {n}")
+    sql = "SELECT region, count(*) AS n FROM dataset GROUP BY region"
+    rewritten_sql = "/* rewritten */ SELECT region, count(*) AS n, count(DISTINCT person_id) AS n_persons …"
+    persons_sql = "/* persons */ SELECT region, person_id …"
+    status = "completed"
+
+    @classmethod
+    def _create(cls, model_class, *args, project=None, submitted_by=None, columns=None, rows=None,
+                person_sets=None, datasets=None, started_at=None, finished_at=None, **kwargs):
+        from pyroaring import BitMap64
+
+        from outputs.sdc import serialize_sets
+        from queries import results
+
+        if project is None:
+            project = ProjectFactory(status="approved")
+        submitted_by = submitted_by or project.lead
+        columns = [dict(c) for c in (columns or DEFAULT_OUTPUT_COLUMNS)]
+        rows = DEFAULT_OUTPUT_ROWS if rows is None else rows
+        if datasets is None:
+            datasets = sorted(project.datasets.values_list("name", flat=True))
+        now = _tz.now()
+        query = model_class.objects.create(
+            project=project, submitted_by=submitted_by, columns=columns, datasets=[d.lower() for d in datasets],
+            started_at=started_at or now, finished_at=finished_at or now, result_groups=len(rows), **kwargs)
+        results.write_result(query.pk, output_result_columns(columns), rows)
+        if person_sets is not None:
+            results.write_person_sets(query.pk, serialize_sets({tuple(k): BitMap64(v) for k, v in person_sets.items()}))
+        return query
+
+
+class OutputFactory(factory.django.DjangoModelFactory):
+    """An output made by ``outputs.services.output_create_for_query`` from a
+    ``CompletedQueryFactory`` query (keyword arguments go to it), then driven through the services
+    to ``status``: pending (default), submitted, released (fresh checkers approve), rejected,
+    returned, withdrawn."""
+
+    class Meta:
+        model = "outputs.Output"
+
+    @classmethod
+    def _create(cls, model_class, *args, status="pending", **kwargs):
+        from django.conf import settings
+
+        from outputs import services
+
+        query = CompletedQueryFactory(**kwargs)
+        output = services.output_create_for_query(query=query)
+        if status == "pending":
+            return output
+        member = query.submitted_by
+        if status == "withdrawn":
+            return services.output_withdraw(output=output, actor=member)
+        output = services.output_request_release(output=output, actor=member)
+        if status == "submitted":
+            return output
+        decisions = {"released": ["approve"] * settings.TRE_OUTPUT_APPROVALS, "rejected": ["reject"],
+                     "returned": ["return"]}
+        if status not in decisions:
+            raise ValueError(f"OutputFactory cannot reach status {status!r}")
+        for decision in decisions[status]:
+            output = services.output_review(output=output, actor=UserFactory(role="output_checker"),
+                                            decision=decision, comment=f"{decision}: checked")
+        output.refresh_from_db()
+        return output

@@ -16,14 +16,16 @@ class Command(BaseCommand):
                             help="dac, output_checker, custodian or auditor (repeatable)")
         parser.add_argument("--organisation", help="created if it does not exist")
         parser.add_argument("--sector", default=Sector.ACADEMIC, choices=Sector.values)
+        parser.add_argument("--staff", action="store_true", default=None,
+                            help="let the user sign in to the (read-only) admin site")
 
-    def handle(self, *args, username, password, role, organisation, sector, **options):
+    def handle(self, *args, username, password, role, organisation, sector, staff=None, **options):
         bad = [r for r in role if r not in ROLE_ALIASES]
         if bad:
             raise CommandError(f"unknown role {bad[0]!r}: use one of dac, output_checker, custodian, auditor")
         try:
             user, created = user_upsert(username=username, password=password, roles=role,
-                                        organisation=organisation, sector=sector)
+                                        organisation=organisation, sector=sector, staff=staff)
         except Invalid as exc:
             raise CommandError(exc.detail) from exc
         roles = ", ".join(sorted(g.name for g in user.groups.all())) or "researcher"

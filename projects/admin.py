@@ -1,0 +1,41 @@
+"""Read-only admin of projects, memberships and reviews (see access/admin.py for who may read)."""
+
+from django.contrib import admin
+
+from access.admin import ReadOnlyAdmin
+
+from .models import Project, ProjectMembership, ProjectReview
+
+
+class MembershipInline(admin.TabularInline):
+    model = ProjectMembership
+    fields = ["user", "role", "added_at", "added_by"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        from access.admin import may_read_governance
+
+        return may_read_governance(request.user)
+
+
+class ReviewInline(MembershipInline):
+    model = ProjectReview
+    fields = ["reviewer", "decision", "comment", "round", "created_at"]
+    readonly_fields = fields
+
+
+@admin.register(Project)
+class ProjectAdmin(ReadOnlyAdmin):
+    list_display = ["title", "organisation", "lead", "status", "commercial", "start_date", "end_date", "approved_at"]
+    list_filter = ["status", "commercial"]
+    list_select_related = ["organisation", "lead"]
+    search_fields = ["title", "organisation__name", "lead__username"]
+    inlines = [MembershipInline, ReviewInline]

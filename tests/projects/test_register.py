@@ -1,0 +1,135 @@
+"""The public register: exactly the right projects, exactly the right fields, filters, paging."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from projects import selectors
+from projects.models import Project
+from tests.factories import DatasetFactory, OrganisationFactory, ProjectFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/register/"
+FIELDS = {"id", "title", "lay_summary", "organisation", "sector", "purpose", "public_benefit", "legal_basis",
+          "commercial", "datasets", "status", "approved_at", "start_date", "end_date", "outputs_released"}
+
+
+@pytest.fixture
+def world():
+    nhs = OrganisationFactory(name="North Trust", sector="nhs")
+    uni = OrganisationFactory(name="Alpha University", sector="academic")
+    episodes, deaths = DatasetFactory(name="episodes"), DatasetFactory(name="deaths")
+    lead_nhs, lead_uni = UserFactory(organisation=nhs), UserFactory(organisation=uni)
+    projects = {status: ProjectFactory(lead=lead_nhs, status=status, title=f"P {status}", datasets=[episodes])
+                for status in ("draft", "submitted", "returned", "rejected", "approved", "suspended", "closed")}
+    expired = ProjectFactory(lead=lead_uni, status="approved", title="P expired", datasets=[episodes, deaths],
+                             commercial=True)
+    Project.objects.filter(pk=expired.pk).update(end_date=timezone.localdate() - dt.timedelta(days=1))
+    projects["expired"] = expired
+    return projects, nhs, uni, episodes, deaths
+
+
+def _results(anon, query=""):
+    response = anon.get(URL + query)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_only_public_statuses_and_exact_fields(anon, world):
+    projects, nhs, uni, episodes, deaths = world
+    body = _results(anon)
+    assert set(body) == {"count", "next", "previous", "results"}
+    shown = {p["title"]: p for p in body["results"]}
+    assert set(shown) == {"P approved", "P suspended", "P closed", "P expired"}
+    for entry in body["results"]:
+        assert set(entry) == FIELDS
+    approved = projects["approved"]
+    entry = shown["P approved"]
+    assert entry == {
+        "id": approved.pk, "title": "P approved", "lay_summary": approved.lay_summary, "organisation": "North Trust",
+        "sector": "nhs", "purpose": approved.purpose, "public_benefit": approved.public_benefit,
+        "legal_basis": approved.legal_basis, "commercial": False, "datasets": ["episodes"], "status": "approved",
+        "approved_at": entry["approved_at"], "start_date": str(approved.start_date),
+        "end_date": str(approved.end_date), "outputs_released": 0}
+    assert entry["approved_at"]
+    assert shown["P expired"]["status"] == "expired" and shown["P expired"]["datasets"] == ["deaths", "episodes"]
+    assert shown["P suspended"]["status"] == "suspended" and shown["P closed"]["status"] == "closed"
+
+
+def test_filters(anon, world):
+    projects, nhs, uni, episodes, deaths = world
+
+    def titles(query):
+        return {p["title"] for p in _results(anon, query)["results"]}
+
+    assert titles(f"?organisation={uni.pk}") == {"P expired"}
+    assert titles("?organisation=north trust") == {"P approved", "P suspended", "P closed"}
+    assert titles("?organisation=nobody") == set()
+    assert titles(f"?dataset={deaths.pk}") == {"P expired"}
+    assert titles("?dataset=episodes") == {"P approved", "P suspended", "P closed", "P expired"}
+    assert titles("?commercial=true") == {"P expired"}
+    assert titles("?commercial=false") == {"P approved", "P suspended", "P closed"}
+    assert titles(f"?organisation={nhs.pk}&commercial=true") == set()
+    assert titles("?organisation=99999999999999999999999") == set()
+    bad = anon.get(URL + "?commercial=maybe")
+    assert bad.status_code == 400 and "commercial" in bad.json()
+
+
+def test_paginated(anon, world):
+    first = _results(anon, "?page_size=3")
+    assert first["count"] == 4 and len(first["results"]) == 3 and first["next"]
+    assert len(_results(anon, "?page_size=3&page=2")["results"]) == 1
+
+
+def test_a_bad_token_does_not_hide_the_register(client_for, world):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    assert client.get(URL).status_code == 200
+
+
+@pytest.mark.parametrize("n", [5, 50])
+def test_register_costs_the_same_for_5_or_50(anon, django_assert_max_num_queries, n):
+    lead = UserFactory(organisation=OrganisationFactory())
+    datasets = [DatasetFactory(), DatasetFactory()]
+    for _ in range(n):
+        ProjectFactory(lead=lead, status="submitted", datasets=datasets)
+    Project.objects.update(status="approved", approved_at=timezone.now())
+    with django_assert_max_num_queries(3):
+        body = anon.get(URL + "?page_size=100").json()
+    assert body["count"] == n and len(body["results"]) == n
+
+
+def test_released_output_count_without_an_output_model(world, monkeypatch):
+    monkeypatch.setattr(selectors, "_output_model", lambda: None)
+    projects = world[0]
+    assert selectors.released_output_count(projects["approved"]) == 0
+    assert list(selectors.register_list().values_list("outputs_released", flat=True)) == [0, 0, 0, 0]
+
+
+def test_released_output_count_with_an_output_model(world, monkeypatch):
+    """Stand in for outputs.Output with any model that has ``project`` and ``status``: the
+    reviews (status-less) are mapped by a fake model whose ``status`` is the decision."""
+    from projects.models import ProjectReview
+
+    class FakeQS:
+        def __init__(self, qs):
+            self.qs = qs
+
+        def filter(self, **kw):
+            kw = {("decision" if k == "status" else k): ("approve" if v == "released" else v) for k, v in kw.items()}
+            return self.qs.filter(**kw)
+
+    class FakeOutput:
+        objects = FakeQS(ProjectReview.objects.all())
+
+    monkeypatch.setattr(selectors, "_output_model", lambda: FakeOutput)
+    projects = world[0]
+    approved = projects["approved"]
+    assert selectors.released_output_count(approved) == ProjectReview.objects.filter(
+        project=approved, decision="approve").count() > 0
+    counts = dict(selectors.register_list().values_list("pk", "outputs_released"))
+    assert counts[approved.pk] == selectors.released_output_count(approved)
