@@ -14,9 +14,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tre.settings")
 app = Celery("tre")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("queries"), Queue("ingest"))
+# Routing lives here, not on the tasks (Celery deprecates the task-level ``queue`` attribute).
+# Exact names win over patterns.
 app.conf.task_routes = {
+    "queries.sweep": {"queue": "default"},
     "queries.*": {"queue": "queries"},
     "environment.tasks.ingest_*": {"queue": "ingest"},
+    "environment.tasks.erase_*": {"queue": "ingest"},
 }
 app.autodiscover_tasks()
 

@@ -1,0 +1,61 @@
+from django.conf import settings
+from django.db import models
+
+
+class Query(models.Model):
+    """A researcher's SQL, validated and rewritten; run by a worker inside the environment.
+
+    The result never leaves the environment: it is written to the store (``queries.results``)
+    and handed to ``outputs`` for disclosure control.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    project = models.ForeignKey("projects.Project", on_delete=models.PROTECT, related_name="queries")
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="queries")
+    title = models.CharField(max_length=200, blank=True)
+    sql = models.TextField()
+    rewritten_sql = models.TextField()  # for checkers, never researchers
+    persons_sql = models.TextField()  # (group, person) pairs for the differencing check
+    columns = models.JSONField(default=list)  # [{name, kind, top1, top2, total}]
+    datasets = models.JSONField(default=list)  # dataset names the SQL reads
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)  # null: the broker has not taken it yet
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # the running attempt is alive while this moves
+    cancel_requested = models.BooleanField(default=False)
+    error = models.CharField(max_length=300, blank=True)  # generic, safe for the researcher
+    error_code = models.CharField(max_length=40, blank=True)
+    error_detail = models.TextField(blank=True)  # engine text: logs and checkers only
+    dataset_versions = models.JSONField(default=dict)  # {dataset name: version id} the run read
+    optout_watermark = models.BigIntegerField(null=True, blank=True)
+    result_groups = models.IntegerField(null=True, blank=True)
+    timings = models.JSONField(default=dict)  # queue_wait_ms, engine_ms, total_ms
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+
+    class Meta:
+        ordering = ["-submitted_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(status="completed") | models.Q(finished_at__isnull=False),
+                                   name="query_completed_has_finished_at"),
+            models.CheckConstraint(condition=~models.Q(status="running") | models.Q(started_at__isnull=False),
+                                   name="query_running_has_started_at"),
+        ]
+        indexes = [models.Index(fields=["status", "enqueued_at"], name="query_sweep_idx")]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def __str__(self):
+        return f"query {self.pk} ({self.status})"

@@ -1,0 +1,189 @@
+"""Queries through the API and the task: access, validation, the run, cancel, sweeper, privacy."""
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from environment.pseudonym import person_id_for
+from queries.models import Query
+from queries.services import run_query, sweep
+from tests.scenario import Scenario, ok
+from tre.demo.data import records
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sc(client_for, make_user):
+    return Scenario(client_for, make_user)
+
+
+def _get(sc, query_id, user=None):
+    return ok(sc.c(user or sc.member).get(f"/api/v1/queries/{query_id}/"))
+
+
+def test_a_query_runs_and_only_its_status_comes_back(sc):
+    q = sc.submit("SELECT region, count(*) AS n, avg(value) AS mean_value FROM gp_events GROUP BY region")
+    assert q["status"] == "queued" and isinstance(q["id"], int)
+    body = _get(sc, q["id"])
+    assert body["status"] == "completed", body
+    assert set(body) >= {"id", "project", "status", "sql", "submitted_by", "submitted_at", "started_at", "finished_at", "error", "output"}
+    assert body["output"] is not None and body["error"] == ""
+    text = str(body)
+    assert "rewritten" not in text and "tre_optouts" not in text and "n_persons" not in text
+    stored = Query.objects.get(pk=q["id"])
+    assert stored.result_groups == len({r.region for r in sc.records})
+    assert "tre_optouts" in stored.rewritten_sql
+    actions = list(AuditEvent.objects.filter(target_type="query", target_id=str(q["id"])).values_list("action", flat=True))
+    assert actions[:3] == ["query.submitted", "query.started", "query.completed"]
+
+
+def test_the_stored_result_matches_an_independent_count(sc):
+    from queries.results import read_result
+
+    q = sc.submit("SELECT code, count(*) AS n, count(DISTINCT person_id) AS people FROM gp_events GROUP BY code")
+    columns, rows = read_result(q["id"])
+    got = {r[columns.index("code")]: (r[columns.index("n")], r[columns.index("people")]) for r in rows}
+    rows_by_code = Counter(r.code for r in sc.records)
+    people_by_code = {c: len({r.nhs_number for r in sc.records if r.code == c}) for c in rows_by_code}
+    assert got == {c: (rows_by_code[c], people_by_code[c]) for c in rows_by_code}
+
+
+def test_validation_errors_are_400_naming_the_rule(sc):
+    r = sc.c(sc.member).post(f"/api/v1/projects/{sc.project['id']}/queries/",
+                             {"sql": "SELECT person_id, value FROM gp_events"}, format="json")
+    assert r.status_code == 400 and list(r.json()) == ["sql"]
+    assert r.json()["sql"][0].startswith("rule ")
+    r = sc.c(sc.member).post(f"/api/v1/projects/{sc.project['id']}/queries/",
+                             {"sql": "SELECT region, max(value) FROM gp_events GROUP BY region"}, format="json")
+    assert r.status_code == 400 and "min_max" in r.json()["sql"][0]
+    r = sc.c(sc.member).post(f"/api/v1/projects/{sc.project['id']}/queries/", {"sql": ""}, format="json")
+    assert r.status_code == 400 and "sql" in r.json()
+    r = sc.c(sc.member).post(f"/api/v1/projects/{sc.project['id']}/queries/", {"sql": "SELECT count(*) FROM gp_events -- " + "x" * 200_000}, format="json")
+    assert r.status_code in (400, 413)
+    assert Query.objects.count() == 0
+
+
+def test_access_refusals_are_403_naming_the_rule(sc, make_user):
+    # a DAC member can see the project but is not a member of it
+    r = sc.c(sc.dac[0]).post(f"/api/v1/projects/{sc.project['id']}/queries/", {"sql": "SELECT count(*) FROM gp_events"}, format="json")
+    assert r.status_code == 403 and r.json()["rule"] == "not_member"
+    # a dataset the project was not approved for
+    other = sc.load_dataset("hospital_spells", records(50, 10, seed=3))
+    r = sc.submit("SELECT count(*) FROM hospital_spells", codes=(403,))
+    assert r["rule"] == "dataset_not_approved"
+    # the agreement is revoked: refused at submission
+    ok(sc.c(sc.custodian).post(f"/api/v1/agreements/{sc.agreement['id']}/revoke/"))
+    r = sc.submit("SELECT count(*) FROM gp_events", codes=(403,))
+    assert r["rule"] == "no_active_agreement"
+    assert other["id"] and Query.objects.count() == 0
+
+
+def test_who_may_submit_and_see(sc, anon):
+    url = f"/api/v1/projects/{sc.project['id']}/queries/"
+    assert anon.post(url, {"sql": "SELECT count(*) FROM gp_events"}, format="json").status_code == 401
+    assert sc.c(sc.outsider).post(url, {"sql": "SELECT count(*) FROM gp_events"}, format="json").status_code == 404
+    q = sc.submit("SELECT count(*) FROM gp_events", user=sc.lead)
+    assert anon.get(f"/api/v1/queries/{q['id']}/").status_code == 401
+    for user in (sc.outsider, sc.dac[0], sc.checkers[0], sc.custodian, sc.auditor):
+        assert sc.c(user).get(f"/api/v1/queries/{q['id']}/").status_code == 404
+        assert sc.c(user).post(f"/api/v1/queries/{q['id']}/cancel/").status_code == 404
+    assert ok(sc.c(sc.member).get(url))["count"] == 1
+    assert sc.c(sc.outsider).get(url).status_code == 404
+    assert sc.c(sc.dac[0]).get(url).status_code == 403
+
+
+def test_a_suspended_project_cannot_run_queries(sc):
+    ok(sc.c(sc.dac[0]).post(f"/api/v1/projects/{sc.project['id']}/suspend/", {"comment": "ethics lapsed"}, format="json"))
+    r = sc.submit("SELECT count(*) FROM gp_events", codes=(403,))
+    assert r["rule"] == "project_not_approved"
+
+
+def test_access_is_checked_again_when_the_worker_starts(sc):
+    query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) FROM gp_events",
+                                 rewritten_sql="SELECT 1", persons_sql="SELECT 1", columns=[], datasets=["gp_events"])
+    ok(sc.c(sc.dac[0]).post(f"/api/v1/projects/{sc.project['id']}/suspend/", {"comment": "paused"}, format="json"))
+    run_query(query_id=query.pk)
+    query.refresh_from_db()
+    assert query.status == "failed" and query.error_code == "access_refused" and "project_not_approved" in query.error
+
+
+def test_engine_errors_never_reach_the_researcher(sc):
+    q = sc.submit("SELECT sum(CAST(region AS INTEGER)) AS s FROM gp_events")
+    body = _get(sc, q["id"])
+    assert body["status"] == "failed" and body["error_code"] == "engine_error"
+    assert body["error"] == "the query could not be run by the engine"
+    stored = Query.objects.get(pk=q["id"])
+    assert "Conversion Error" in stored.error_detail or "convert" in stored.error_detail.lower()
+    assert stored.error_detail not in str(body)
+
+
+def test_too_many_groups_fail_clearly(sc, settings):
+    settings.TRE_MAX_RESULT_CELLS = 3
+    q = sc.submit("SELECT region, count(*) FROM gp_events GROUP BY region")
+    body = _get(sc, q["id"])
+    assert body["status"] == "failed" and body["error_code"] == "too_many_groups"
+
+
+def test_run_query_is_idempotent(sc):
+    q = sc.submit("SELECT count(*) FROM gp_events")
+    finished = Query.objects.get(pk=q["id"]).finished_at
+    assert run_query(query_id=q["id"]) is None
+    assert run_query(query_id=q["id"]) is None
+    assert Query.objects.get(pk=q["id"]).finished_at == finished
+    assert AuditEvent.objects.filter(action="query.completed", target_id=str(q["id"])).count() == 1
+
+
+def test_cancel_a_queued_query_and_409_once_finished(sc):
+    query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) FROM gp_events",
+                                 rewritten_sql="SELECT 1", persons_sql="SELECT 1", columns=[], datasets=["gp_events"])
+    body = ok(sc.c(sc.member).post(f"/api/v1/queries/{query.pk}/cancel/"))
+    assert body["status"] == "cancelled"
+    assert run_query(query_id=query.pk) is None  # a late delivery does nothing
+    r = sc.c(sc.member).post(f"/api/v1/queries/{query.pk}/cancel/")
+    assert r.status_code == 409
+
+
+def test_an_opt_out_applies_to_the_next_query_at_once(sc):
+    sql = "SELECT count(DISTINCT person_id) AS people FROM gp_events"
+    from queries.results import read_result
+
+    before = read_result(sc.submit(sql)["id"])[1][0][0]
+    assert before == len(sc.person_ids())
+    victims = sorted({r.nhs_number for r in sc.records})[:3]
+    ok(sc.c(sc.custodian).post("/api/v1/opt-outs/", {"nhs_numbers": victims}, format="json"), 202)
+    after = read_result(sc.submit(sql)["id"])[1][0][0]
+    assert after == before - 3
+
+
+def test_sweeper_resends_queued_queries_the_broker_never_took(sc):
+    query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) AS n FROM gp_events",
+                                 rewritten_sql="", persons_sql="", columns=[], datasets=["gp_events"])
+    # give it the real rewrite so the (in-process) run can succeed
+    from environment.models import Dataset
+    from environment.sandbox import dataset_schema
+    from queries.sql import validate_and_rewrite
+
+    v = validate_and_rewrite(query.sql, schema=dataset_schema(list(Dataset.objects.filter(name="gp_events"))))
+    Query.objects.filter(pk=query.pk).update(rewritten_sql=v.rewritten_sql, persons_sql=v.persons_sql,
+                                            columns=[c.__dict__ for c in v.columns],
+                                            submitted_at=timezone.now() - timedelta(minutes=5))
+    assert sweep()["resent"] == [query.pk]
+    query.refresh_from_db()
+    assert query.status == "completed"
+
+
+def test_sweeper_bounds_a_running_query_whose_worker_died(sc):
+    now = timezone.now()
+    query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) FROM gp_events",
+                                 rewritten_sql="SELECT broken", persons_sql="", columns=[], datasets=["gp_events"],
+                                 status="running", started_at=now - timedelta(minutes=2), heartbeat_at=now - timedelta(minutes=2),
+                                 attempts=2, enqueued_at=now - timedelta(minutes=2))
+    result = sweep(now=now)
+    query.refresh_from_db()
+    assert result["failed"] == [query.pk]
+    assert query.status == "failed" and query.error_code == "worker_lost"
+    assert AuditEvent.objects.filter(action="query.failed", target_id=str(query.pk)).exists()
