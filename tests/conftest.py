@@ -55,6 +55,13 @@ def _eager_celery(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Argon2 (the product's hasher: tests/tre/test_foundation.py checks it) costs ~0.3 s a user;
+    tests make dozens of users, so they hash with MD5. Logging in works the same."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _clear_cache():
     from django.core.cache import cache
 

@@ -31,9 +31,10 @@ def _settings_in_subprocess(env: dict, code: str) -> subprocess.CompletedProcess
 
 def test_embedded_default_uses_sqlite_in_process_tasks_and_var_store():
     r = _settings_in_subprocess({}, "from django.conf import settings as s; import json; print(json.dumps("
-                                    "[s.DATABASES['default']['ENGINE'], str(s.DATABASES['default']['NAME']), s.CELERY_TASK_ALWAYS_EAGER, str(s.TRE_STORE_DIR)]))")
+                                    "[s.DATABASES['default']['ENGINE'], str(s.DATABASES['default']['NAME']), s.CELERY_TASK_ALWAYS_EAGER, str(s.TRE_STORE_DIR), s.PASSWORD_HASHERS[0]]))")
     assert r.returncode == 0, r.stderr
-    engine, name, eager, store = json.loads(r.stdout.strip().splitlines()[-1])
+    engine, name, eager, store, hasher = json.loads(r.stdout.strip().splitlines()[-1])
+    assert hasher == "django.contrib.auth.hashers.Argon2PasswordHasher"
     assert engine.endswith("sqlite3") and name == str(ROOT / "var" / "tre.sqlite3")
     assert eager is True and store == str(ROOT / "var" / "store")
 
