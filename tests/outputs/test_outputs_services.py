@@ -1,0 +1,412 @@
+"""outputs.services: creation (SDC, differencing, parameters), the lifecycle, the audit trail, and
+stale marking after opt-outs. Outputs are made without the worker: a completed Query row and its
+raw result written to the store (tests.factories.CompletedQueryFactory)."""
+
+import datetime as dt
+import sys
+import types
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from outputs import services
+from outputs.models import Output, OutputReview, ReleasedPersonSets
+from queries.models import Query
+from tests.factories import (CompletedQueryFactory, DatasetFactory, OutputFactory, ProjectFactory, UserFactory,
+                             output_column)
+from tre.errors import Forbidden, Invalid, WrongState
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def events(action, output=None):
+    qs = AuditEvent.objects.filter(action=action)
+    if output is not None:
+        qs = qs.filter(target_type="output", target_id=str(output.pk))
+    return list(qs.order_by("seq"))
+
+
+def persons(start, count):
+    return list(range(start, start + count))
+
+
+@pytest.fixture
+def project():
+    return ProjectFactory(status="approved", members=[UserFactory()])
+
+
+@pytest.fixture
+def checkers():
+    return [UserFactory(role="output_checker") for _ in range(3)]
+
+
+# --- creation ------------------------------------------------------------------------------------
+
+def test_create_applies_sdc_and_keeps_raw_values_out_of_the_audit(project):
+    output = OutputFactory(project=project)
+
+    assert output.status == "pending" and output.sdc_status == "suppressed" and output.round == 0
+    assert output.project_id == project.pk
+    assert output.columns == ["region", "n"] and output.column_kinds == ["key", "count"]
+    # east (4 persons) fails the threshold; south is the secondary suppression; counts rounded to 5
+    assert output.safe == [["north", 25, 23], ["south", None, 12], ["east", None, 4]]
+    assert output.flags == [{}, {"n": ["secondary"]}, {"n": ["threshold"]}]
+    assert output.sdc_summary == {"threshold": 1, "nk_dominance": 0, "p_percent": 0, "secondary": 1, "differencing": 0}
+    assert output.sdc_params == {"threshold": 10, "rounding_base": 5, "nk_n": 2, "nk_k": 0.9, "p_percent": 0.1,
+                                 "zeros_disclosive": False}
+    [event] = events("output.created", output)
+    assert event.actor == "" and event.project == project.pk
+    assert event.data == {"query": output.query_id, "sdc_status": "suppressed", "summary": output.sdc_summary,
+                          "groups": 3}
+    assert "north" not in str(event.data)
+
+
+def test_create_passes_a_safe_table_and_is_idempotent(project):
+    query = CompletedQueryFactory(project=project, rows=[["north", 21, 21], ["south", 32, 32]])
+    first = services.output_create_for_query(query=query)
+    again = services.output_create_for_query(query=query)
+
+    assert again.pk == first.pk and Output.objects.filter(query=query).count() == 1
+    assert first.sdc_status == "pass" and first.safe == [["north", 20, 21], ["south", 30, 32]]
+    assert len(events("output.created", first)) == 1
+
+
+def test_dominance_on_sums_suppresses_only_that_statistic(project):
+    columns = [output_column("region"), output_column("n", "count"), output_column("cost", "sum")]
+    # region, n, cost, n_persons, cost_top1, cost_top2, cost_total
+    rows = [["north", 50, 1000.0, 50, 950.0, 20.0, 1000.0],   # top 2 = 97% of the sum -> nk + p%
+            ["south", 40, 400.0, 40, 30.0, 20.0, 400.0]]
+    output = OutputFactory(project=project, columns=columns, rows=rows)
+
+    assert output.sdc_status == "suppressed"
+    # one suppressed cost in a two-row table: secondary takes the other one
+    assert output.safe == [["north", 50, None, 50], ["south", 40, None, 40]]
+    assert output.flags[0] == {"cost": ["nk_dominance", "p_percent"]}
+    assert output.flags[1] == {"cost": ["secondary"]}
+
+
+def test_settings_and_stricter_dataset_overrides(project, settings, monkeypatch):
+    from environment.models import Dataset
+
+    settings.TRE_SDC_THRESHOLD = 5
+    settings.TRE_SDC_ROUNDING_BASE = 1
+    query = CompletedQueryFactory(project=project, rows=[["north", 23, 23], ["south", 12, 12], ["east", 7, 7]])
+    output = services.output_create_for_query(query=query)
+    assert output.sdc_status == "pass" and output.safe == [["north", 23, 23], ["south", 12, 12], ["east", 7, 7]]
+
+    # a dataset may only make the rules stricter: threshold 20 wins, a looser rounding base does not
+    monkeypatch.setattr(Dataset, "sdc_overrides", {"threshold": 20, "rounding_base": 1, "nonsense": 3},
+                        raising=False)
+    query = CompletedQueryFactory(project=project, rows=[["north", 23, 23], ["south", 12, 12], ["east", 7, 7]])
+    output = services.output_create_for_query(query=query)
+    assert output.sdc_params["threshold"] == 20 and output.sdc_params["rounding_base"] == 1
+    assert [row[1] for row in output.safe] == [23, None, None]
+
+
+def test_dataset_overrides_apply_only_to_datasets_the_query_read(project, monkeypatch):
+    from environment.models import Dataset
+
+    monkeypatch.setattr(Dataset, "sdc_overrides", property(lambda self: {"threshold": 50} if self.name == "strict_one"
+                                                           else {}), raising=False)
+    DatasetFactory(name="strict_one")
+    lax = services.output_create_for_query(query=CompletedQueryFactory(project=project, datasets=["other"]))
+    strict = services.output_create_for_query(query=CompletedQueryFactory(project=project, datasets=["STRICT_ONE"]))
+    assert lax.sdc_params["threshold"] == 10 and strict.sdc_params["threshold"] == 50
+
+
+# --- differencing --------------------------------------------------------------------------------
+
+def test_differencing_against_released_outputs_of_the_project(project, checkers):
+    rows = [["north", 40, 40], ["south", 30, 30]]
+    sets = {("north",): persons(0, 40), ("south",): persons(1000, 30)}
+    released = OutputFactory(project=project, rows=rows, person_sets=sets, status="released")
+    stored = ReleasedPersonSets.objects.get(output=released)
+    assert stored.project_id == project.pk and stored.groups == 2
+
+    # the same groups, but "north" now lacks 2 persons: differencing would reveal them
+    new_sets = {("north",): persons(0, 38), ("south",): persons(1000, 30)}
+    output = OutputFactory(project=project, rows=[["north", 38, 38], ["south", 30, 30]], person_sets=new_sets)
+
+    assert output.sdc_status == "review"
+    assert output.differencing == [{"group": ["north"], "row": 0, "released_output": released.pk,
+                                    "released_group": ["north"], "difference": 2}]
+    assert output.flags[0] == {"n": ["differencing"]} and output.flags[1] == {}
+    assert output.sdc_summary["differencing"] == 1
+    # another project's released outputs are not compared
+    other = OutputFactory(project=ProjectFactory(status="approved"), rows=[["north", 38, 38], ["south", 30, 30]],
+                          person_sets=new_sets)
+    assert other.sdc_status == "pass" and other.differencing == []
+
+
+def test_differencing_matches_date_keys(project):
+    day = dt.date(2024, 1, 31)
+    columns = [output_column("month"), output_column("n", "count")]
+    OutputFactory(project=project, columns=columns, rows=[[day.isoformat(), 40, 40]],
+                  person_sets={(day,): persons(0, 40)}, status="released")
+    output = OutputFactory(project=project, columns=columns, rows=[[day.isoformat(), 41, 41]],
+                           person_sets={(day,): persons(0, 41)})
+    assert output.sdc_status == "review" and output.differencing[0]["row"] == 0
+    assert output.differencing[0]["group"] == ["2024-01-31"]
+
+
+# --- the lifecycle -------------------------------------------------------------------------------
+
+def test_request_release_starts_a_round_and_is_audited(project):
+    output = OutputFactory(project=project)
+    member = project.lead
+    output = services.output_request_release(output=output, actor=member, comment="for the paper")
+
+    assert output.status == "submitted" and output.round == 1 and output.requested_at is not None
+    [event] = events("output.release_requested", output)
+    assert event.actor == member.username and event.data == {"round": 1, "comment": "for the paper"}
+    with pytest.raises(WrongState):
+        services.output_request_release(output=output, actor=member)
+
+
+def test_request_release_needs_a_member_with_view_output(project, checkers):
+    output = OutputFactory(project=project)
+    with pytest.raises(Forbidden) as refused:
+        services.output_request_release(output=output, actor=checkers[0])
+    assert refused.value.extra["rule"] == "project_member_only"
+
+
+def test_two_distinct_approvals_release(project, checkers):
+    output = OutputFactory(project=project, status="submitted")
+    output = services.output_review(output=output, actor=checkers[0], decision="approve", comment="fine")
+    assert output.status == "submitted" and not events("output.released", output)
+
+    output = services.output_review(output=output, actor=checkers[1], decision="approve", comment="also fine")
+    assert output.status == "released" and output.released_at is not None
+    [event] = events("output.released", output)
+    assert event.actor == checkers[1].username
+    assert event.data["approvers"] == [checkers[0].username, checkers[1].username] and event.data["round"] == 1
+    assert [e.data["decision"] for e in events("output.reviewed", output)] == ["approve", "approve"]
+
+
+def test_one_approval_releases_when_configured(project, checkers, settings):
+    settings.TRE_OUTPUT_APPROVALS = 1
+    output = OutputFactory(project=project, status="submitted")
+    output = services.output_review(output=output, actor=checkers[0], decision="approve", comment="fine")
+    assert output.status == "released"
+
+
+def test_a_repeated_vote_is_409_and_changes_nothing(project, checkers):
+    output = OutputFactory(project=project, status="submitted")
+    services.output_review(output=output, actor=checkers[0], decision="approve", comment="fine")
+    before = AuditEvent.objects.count()
+    with pytest.raises(WrongState):
+        services.output_review(output=output, actor=checkers[0], decision="reject", comment="changed my mind")
+    output.refresh_from_db()
+    assert output.status == "submitted" and AuditEvent.objects.count() == before
+    assert list(OutputReview.objects.filter(output=output).values_list("decision", flat=True)) == ["approve"]
+
+
+def test_reject_is_final(project, checkers):
+    output = OutputFactory(project=project, status="submitted")
+    output = services.output_review(output=output, actor=checkers[0], decision="reject", comment="disclosive")
+    assert output.status == "rejected"
+    [event] = events("output.rejected", output)
+    assert event.actor == checkers[0].username and event.data == {"round": 1, "comment": "disclosive"}
+    for action in (lambda: services.output_request_release(output=output, actor=project.lead),
+                   lambda: services.output_withdraw(output=output, actor=project.lead),
+                   lambda: services.output_review(output=output, actor=checkers[1], decision="approve", comment="x")):
+        with pytest.raises(WrongState):
+            action()
+
+
+def test_return_then_a_new_round_or_withdrawal(project, checkers):
+    output = OutputFactory(project=project, status="submitted")
+    services.output_review(output=output, actor=checkers[0], decision="approve", comment="fine")
+    output = services.output_review(output=output, actor=checkers[1], decision="return", comment="explain the rows")
+    assert output.status == "returned" and output.round == 1
+    assert events("output.returned", output)[0].data == {"round": 1, "comment": "explain the rows"}
+
+    output = services.output_request_release(output=output, actor=project.lead, comment="explained")
+    assert output.status == "submitted" and output.round == 2
+    # round 1's approval does not count in round 2; the same checker may vote again
+    output = services.output_review(output=output, actor=checkers[0], decision="approve", comment="still fine")
+    assert output.status == "submitted"
+    output = services.output_review(output=output, actor=checkers[2], decision="approve", comment="fine")
+    assert output.status == "released"
+
+    returned = OutputFactory(project=project, status="returned")
+    returned = services.output_withdraw(output=returned, actor=project.lead, comment="not needed")
+    assert returned.status == "withdrawn" and returned.withdrawn_at is not None
+    assert events("output.withdrawn", returned)[0].data == {"round": 1, "comment": "not needed"}
+
+
+def test_withdraw_only_from_pending_or_returned(project):
+    pending = OutputFactory(project=project)
+    assert services.output_withdraw(output=pending, actor=project.lead).status == "withdrawn"
+    submitted = OutputFactory(project=project, status="submitted")
+    with pytest.raises(WrongState):
+        services.output_withdraw(output=submitted, actor=project.lead)
+
+
+def test_review_rules(project, checkers):
+    output = OutputFactory(project=project, status="submitted")
+    conflicted = UserFactory(role="output_checker")
+    from projects import services as project_services
+    project_services.project_member_add(project=project, actor=project.lead, username=conflicted.username)
+
+    with pytest.raises(Forbidden) as refused:
+        services.output_review(output=output, actor=conflicted, decision="approve", comment="mine")
+    assert refused.value.extra["rule"] == "checker_project_member"
+    with pytest.raises(Forbidden) as refused:
+        services.output_review(output=output, actor=UserFactory(role="dac"), decision="approve", comment="x")
+    assert refused.value.extra["rule"] == "role_output_checkers"
+    with pytest.raises(Invalid):
+        services.output_review(output=output, actor=checkers[0], decision="approve", comment="  ")
+    assert not OutputReview.objects.filter(output=output).exists()
+
+    pending = OutputFactory(project=project)
+    with pytest.raises(WrongState):
+        services.output_review(output=pending, actor=checkers[0], decision="approve", comment="too early")
+
+
+def test_a_refused_audit_event_rolls_the_vote_back(project, checkers):
+    output = OutputFactory(project=project, status="submitted")
+    with pytest.raises(Invalid):  # a 10-digit number looks like an NHS number: never audited
+        services.output_review(output=output, actor=checkers[0], decision="reject", comment="row 9434765919 is odd")
+    output.refresh_from_db()
+    assert output.status == "submitted" and not OutputReview.objects.filter(output=output).exists()
+
+
+def test_released_person_sets_roll_back_with_a_failed_release(project, checkers, monkeypatch):
+    output = OutputFactory(project=project, status="submitted", person_sets={("north",): persons(0, 23)})
+    services.output_review(output=output, actor=checkers[0], decision="approve", comment="fine")
+
+    def broken(**kwargs):
+        if kwargs.get("action") == "output.released":
+            raise RuntimeError("audit down")
+        return original(**kwargs)
+
+    original = services.record
+    monkeypatch.setattr(services, "record", broken)
+    with pytest.raises(RuntimeError):
+        services.output_review(output=output, actor=checkers[1], decision="approve", comment="fine")
+    output.refresh_from_db()
+    assert output.status == "submitted" and not ReleasedPersonSets.objects.exists()
+    assert OutputReview.objects.filter(output=output).count() == 1
+
+
+def test_raw_view_and_download_are_audited(project, checkers):
+    output = OutputFactory(project=project, status="submitted")
+    columns, raw = services.output_raw_viewed(output=output, actor=checkers[0])
+    assert columns == ["region", "n", "n_persons"] and raw == [["north", 23, 23], ["south", 12, 12], ["east", 4, 4]]
+    assert events("output.raw_viewed", output)[0].actor == checkers[0].username
+
+    with pytest.raises(WrongState):
+        services.output_downloaded(output=output, actor=project.lead, file_format="csv")
+    assert not events("output.downloaded")
+
+
+# --- stale after opt-outs ------------------------------------------------------------------------
+
+@pytest.fixture
+def recorded_reruns(monkeypatch):
+    """Records calls of queries.services.query_rerun (installing a stand-in module if the query app
+    has not written it yet), and still makes a real re-run Query row."""
+    try:
+        import queries.services as module
+    except ImportError:  # pragma: no cover - only while the query app is being written
+        module = types.ModuleType("queries.services")
+        monkeypatch.setitem(sys.modules, "queries.services", module)
+    calls = []
+
+    def rerun(*, query, actor=None, reason="stale"):
+        calls.append((query.pk, actor, reason))
+        return Query.objects.create(project=query.project, submitted_by=query.submitted_by, sql=query.sql,
+                                    rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql,
+                                    columns=query.columns, datasets=query.datasets, rerun_of=query)
+
+    monkeypatch.setattr(module, "query_rerun", rerun, raising=False)
+    return calls
+
+
+def test_opt_out_makes_unreleased_outputs_of_its_datasets_stale(recorded_reruns):
+    touched, untouched = DatasetFactory(name="gp_visits"), DatasetFactory(name="prescriptions")
+    project = ProjectFactory(status="approved", datasets=[touched, untouched])
+    before = timezone.now() - dt.timedelta(hours=1)
+    registered_at = timezone.now()
+    outputs = {status: OutputFactory(project=project, status=status, datasets=["gp_visits"], started_at=before)
+               for status in ("pending", "submitted", "returned", "released", "withdrawn", "rejected")}
+    other_dataset = OutputFactory(project=project, datasets=["prescriptions"], started_at=before)
+    ran_after = OutputFactory(project=project, datasets=["gp_visits"],
+                              started_at=registered_at + dt.timedelta(seconds=1))
+
+    marked = services.mark_stale_for_datasets(dataset_ids=[touched.pk], registered_at=registered_at)
+
+    assert sorted(o.pk for o in marked) == sorted(outputs[s].pk for s in ("pending", "submitted", "returned"))
+    for status, output in outputs.items():
+        output.refresh_from_db()
+        assert output.status == ("stale" if status in ("pending", "submitted", "returned") else status)
+    for output in (other_dataset, ran_after):
+        output.refresh_from_db()
+        assert output.status == "pending"
+    assert sorted(q for q, _, _ in recorded_reruns) == sorted(outputs[s].query_id for s in ("pending", "submitted",
+                                                                                          "returned"))
+    assert all(reason == "stale" and actor is None for _, actor, reason in recorded_reruns)
+    event = events("output.stale", outputs["submitted"])[0]
+    assert event.data["previous_status"] == "submitted" and event.data["datasets"] == ["gp_visits"]
+    assert event.data["rerun_query"] == Query.objects.get(rerun_of=outputs["submitted"].query).pk
+
+    # a second signal for the same datasets changes nothing more
+    assert services.mark_stale_for_datasets(dataset_ids=[touched.pk], registered_at=registered_at) == []
+
+
+def test_the_real_rerun_makes_a_new_query(project):
+    pytest.importorskip("queries.services")
+    dataset = project.datasets.first()
+    output = OutputFactory(project=project, started_at=timezone.now() - dt.timedelta(minutes=5))
+    services.mark_stale_for_datasets(dataset_ids=[dataset.pk], registered_at=timezone.now())
+    output.refresh_from_db()
+    assert output.status == "stale"
+    rerun = Query.objects.get(rerun_of=output.query)
+    assert rerun.sql == output.query.sql and rerun.status == "queued"
+
+
+def test_the_signal_handler_marks_stale_and_never_raises(project, recorded_reruns, monkeypatch):
+    from outputs.apps import on_optouts_registered
+
+    dataset = project.datasets.first()
+    output = OutputFactory(project=project, started_at=timezone.now() - dt.timedelta(minutes=5))
+    on_optouts_registered(sender=None, dataset_ids=[dataset.pk], registered_at=timezone.now())
+    output.refresh_from_db()
+    assert output.status == "stale"
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "mark_stale_for_datasets", broken)
+    on_optouts_registered(sender=None, dataset_ids=[dataset.pk], registered_at=timezone.now())  # logged, not raised
+
+
+def test_the_environment_signal_is_connected(project, recorded_reruns):
+    signals = pytest.importorskip("environment.signals", reason="environment.signals is not written yet")
+    dataset = project.datasets.first()
+    output = OutputFactory(project=project, started_at=timezone.now() - dt.timedelta(minutes=5))
+    signals.optouts_registered.send(sender=None, dataset_ids=[dataset.pk], registered_at=timezone.now())
+    output.refresh_from_db()
+    assert output.status == "stale"
+
+
+def test_an_opt_out_registered_while_the_query_ran_makes_the_new_output_stale(project, recorded_reruns):
+    from environment.models import OptOut
+
+    optout = OptOut.objects.create(person_id="ab" * 32, registered_at=timezone.now())
+    excluded = services.output_create_for_query(query=CompletedQueryFactory(project=project,
+                                                                            optout_watermark=optout.pk))
+    assert excluded.status == "pending" and not recorded_reruns
+
+    missed = CompletedQueryFactory(project=project, optout_watermark=optout.pk - 1)
+    output = services.output_create_for_query(query=missed)
+    assert output.status == "stale" and recorded_reruns == [(missed.pk, None, "stale")]
+    assert [e.action for e in AuditEvent.objects.filter(target_type="output", target_id=str(output.pk))
+            .order_by("seq")] == ["output.created", "output.stale"]
