@@ -28,6 +28,7 @@ install-dev: $(VENV)/.installed-dev
 ## make run: the embedded default (SQLite, in-process tasks, store in var/); no servers needed.
 run: install
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(PY) manage.py migrate --noinput -v0
+	env -u DATABASE_URL -u CELERY_BROKER_URL $(PY) manage.py tre_demo_seed
 	@echo "tre is starting at http://$(HOST):$(PORT)/  (API docs: /api/docs/, health: /healthz). Ctrl-C stops it."
 	env -u DATABASE_URL -u CELERY_BROKER_URL $(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
@@ -40,3 +41,7 @@ test: install-dev
 
 clean:
 	rm -rf $(VENV) var
+
+## make demo: a scripted walk through the whole lifecycle against the server `make run` started.
+demo: install
+	$(PY) -m tre.demo.walkthrough --base-url http://$(HOST):$(PORT)

@@ -186,7 +186,7 @@ if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":  # use Djang
     CACHES["default"].pop("OPTIONS", None)
 
 # --- Celery -------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://localhost/")
 EMBEDDED = "CELERY_BROKER_URL" not in env
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=EMBEDDED)
 CELERY_TASK_EAGER_PROPAGATES = True
