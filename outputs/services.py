@@ -99,6 +99,8 @@ def _released_sets(project_id: int):
 
 
 def _differencing(query, params: SdcParams) -> list[dict]:
+    if not ReleasedPersonSets.objects.filter(project_id=query.project_id).exists():
+        return []  # nothing released yet: nothing to difference against
     blob = read_person_sets(query.pk)
     if not blob:
         log.warning("query %s: no person sets in the store; differencing not checked", query.pk)

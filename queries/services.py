@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import asdict
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -205,32 +206,47 @@ def _claim(query_id: int, now) -> Query | None:
         return query
 
 
-def _person_sets_sql(query: Query) -> str:
-    keys = [c["name"] for c in query.columns if c["kind"] == "key"]
-    cols = ", ".join(f'"{k}"' for k in keys)
-    select_keys = f"{cols}, " if keys else ""
-    group = f" GROUP BY {cols}" if keys else ""
-    return (f"SELECT {select_keys}list(('0x' || left(person_id, 16))::UBIGINT) AS persons "
-            f"FROM ({query.persons_sql}) AS pairs{group}")
+def _plain(value):
+    """Arrow hands HUGEINT sums over as Decimal with no fraction: give them back as ints."""
+    if isinstance(value, Decimal) and value == value.to_integral_value() and value.as_tuple().exponent >= 0:
+        return int(value)
+    return value
 
 
 def _execute(query: Query, sandbox, max_groups: int) -> tuple[list[str], list, bytes]:
-    from pyroaring import BitMap64
+    """Run the rewritten SQL once; split off each group's person keys (zero-copy from Arrow) for
+    the differencing check and return the aggregate table, its columns and the packed person sets."""
+    import pyarrow as pa
 
-    from outputs.sdc import serialize_sets
+    from outputs.sdc import serialize_uint64_sets
+
+    from .sql import PERSON_KEYS
 
     started = time.monotonic()
-    cursor = sandbox.conn.execute(query.rewritten_sql)
-    columns = [d[0] for d in cursor.description]
-    rows = cursor.fetchmany(max_groups + 1)
-    if len(rows) > max_groups:
-        raise _TooManyGroups(f"more than {max_groups} groups")
+    reader = sandbox.conn.sql(query.rewritten_sql).to_arrow_reader(batch_size=max(1024, max_groups + 1))
+    batches, groups = [], 0
+    for batch in reader:
+        groups += batch.num_rows
+        if groups > max_groups:
+            raise _TooManyGroups(f"more than {max_groups} groups")
+        batches.append(batch)
+    table = pa.Table.from_batches(batches, schema=reader.schema)
     engine_ms = (time.monotonic() - started) * 1000
+    columns = [name for name in table.column_names if name != PERSON_KEYS]
+    values = [[_plain(v) for v in table.column(name).to_pylist()] for name in columns]
+    rows = [list(r) for r in zip(*values)] if values else []
     n_keys = sum(1 for c in query.columns if c["kind"] == "key")
-    sets = {tuple(r[:n_keys]): BitMap64(r[n_keys]) for r in sandbox.conn.execute(_person_sets_sql(query)).fetchall()}
+    persons = table.column(PERSON_KEYS).combine_chunks()
+    offsets = persons.offsets.to_pylist()
+    flat = persons.values
+    data = flat.buffers()[1]
+    base = flat.offset * 8
+    sets = serialize_uint64_sets(
+        (tuple(row[:n_keys]), data[base + offsets[i] * 8: base + offsets[i + 1] * 8].to_pybytes())
+        for i, row in enumerate(rows))
     query.timings = {**query.timings, "engine_ms": round(engine_ms),
                      "person_sets_ms": round((time.monotonic() - started) * 1000 - engine_ms)}
-    return columns, rows, serialize_sets(sets)
+    return columns, rows, sets
 
 
 class _TooManyGroups(Exception):

@@ -24,6 +24,9 @@ from sqlglot.tokens import TokenType
 READ, WRITE = "postgres", "duckdb"
 PERSON = "person_id"
 N_PERSONS = "n_persons"
+# The last column of the rewritten result: each group's person keys (the first 16 hex digits of
+# person_id as UBIGINT) for the differencing check. The runner strips it before storing the result.
+PERSON_KEYS = "_tre_person_keys"
 INTERNAL_PREFIX = "_tre_"
 
 AGGREGATES: dict[type[exp.Expression], str] = {
@@ -634,7 +637,10 @@ class _Rewrite:
     def rewritten(self) -> str:
         arguments = list(dict.fromkeys(a for a in self.arguments if a is not None))
         keys = [name for name, _ in self.keys]
-        stats = keys + [f"count({_q(PERSON)}) AS {_q(N_PERSONS)}"]
+        stats = keys + [f"count({_q(PERSON)}) AS {_q(N_PERSONS)}",
+                        # person_id is hex (an HMAC); anything else has no key and is left out
+                        f"list(TRY_CAST('0x' || left({_q(PERSON)}, 16) AS UBIGINT)) "
+                        f"FILTER (WHERE TRY_CAST('0x' || left({_q(PERSON)}, 16) AS UBIGINT) IS NOT NULL) AS \"_tre_pk\""]
         for n in range(len(arguments)):
             stats += [f'max(abs("_tre_s{n}"), 2) AS "_tre_l{n}"', f'sum(abs("_tre_s{n}")) AS "_tre_t{n}"']
         stats_sql = f'SELECT {", ".join(stats)} FROM "_tre_pp"' + (f" GROUP BY {', '.join(keys)}" if keys else "")
@@ -645,6 +651,7 @@ class _Rewrite:
                 out += [f'coalesce("s"."_tre_l{n}"[1], 0) AS {_q(column.top1)}',
                         f'coalesce("s"."_tre_l{n}"[2], 0) AS {_q(column.top2)}',
                         f'coalesce("s"."_tre_t{n}", 0) AS {_q(column.total)}']
+        out.append(f'coalesce("s"."_tre_pk", []::UBIGINT[]) AS {_q(PERSON_KEYS)}')
         order = ", ".join(f'"m".{_q(name)} {"DESC" if desc else "ASC"} NULLS {"FIRST" if first else "LAST"}'
                           for name, desc, first in self.order)
         return (f'WITH "_tre_main" AS ({self.main}), "_tre_pp" AS ({self.per_person(arguments)}), '

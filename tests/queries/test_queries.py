@@ -187,3 +187,25 @@ def test_sweeper_bounds_a_running_query_whose_worker_died(sc):
     assert result["failed"] == [query.pk]
     assert query.status == "failed" and query.error_code == "worker_lost"
     assert AuditEvent.objects.filter(action="query.failed", target_id=str(query.pk)).exists()
+
+
+def test_differencing_against_a_released_output_goes_to_review(client_for, make_user):
+    """Release per-region counts, then ask for the same minus one age: the difference of a few
+    people between the two would disclose them, so the new output needs a checker's judgement."""
+    sc = Scenario(client_for, make_user, rows=3000, persons=600)
+    first = sc.submit("SELECT region, count(DISTINCT person_id) AS people FROM gp_events GROUP BY region")
+    output_id = _get(sc, first["id"])["output"]
+    ok(sc.c(sc.member).post(f"/api/v1/outputs/{output_id}/request-release/"))
+    for checker in sc.checkers:
+        ok(sc.c(checker).post(f"/api/v1/outputs/{output_id}/reviews/", {"decision": "approve", "comment": "fine"}, format="json"))
+    # an age whose people, removed, shrink some region's group by 1 to 9 persons (and leave it >= 10)
+    persons_by_region = {}
+    for r in sc.records:
+        persons_by_region.setdefault(r.region, {}).setdefault(r.nhs_number, r.age)
+    age = next(a for a in sorted({r.age for r in sc.records})
+               if any(1 <= sum(1 for v in people.values() if v == a) <= 9 and len(people) - sum(1 for v in people.values() if v == a) >= 10
+                      for people in persons_by_region.values()))
+    second = sc.submit(f"SELECT region, count(DISTINCT person_id) AS people FROM gp_events WHERE age <> {age} GROUP BY region")
+    body = ok(sc.c(sc.member).get(f"/api/v1/outputs/{_get(sc, second['id'])['output']}/"))
+    assert body["sdc"]["status"] == "review", body
+    assert body["sdc"]["summary"]["differencing"] > 0

@@ -14,7 +14,7 @@ import sqlglot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from queries.sql import validate_and_rewrite
+from queries.sql import PERSON_KEYS, validate_and_rewrite
 
 SCHEMA = {
     "patients": {"person_id": "text", "region": "text", "sex": "text", "birth_date": "date",
@@ -74,11 +74,27 @@ def con():
 
 
 def run(con, sql, **kwargs):
-    """The rewritten query's rows as dicts, and the validated query."""
+    """The rewritten query's rows as dicts (without the person-key column), and the validated query."""
     query = validate_and_rewrite(sql, schema=SCHEMA, **kwargs)
     cursor = con.execute(query.rewritten_sql)
     names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()], query
+    assert names[-1] == PERSON_KEYS
+    return [dict(zip(names[:-1], row[:-1])) for row in cursor.fetchall()], query
+
+
+def test_person_keys_are_the_groups_hex_persons():
+    """The last rewritten column holds each group's person keys (first 16 hex digits of person_id)."""
+    hexed = duckdb.connect()
+    hexed.execute("CREATE TABLE events AS SELECT printf('%016x', (i % 7) * 1000003) || repeat('a', 48) AS person_id, "
+                  "CASE WHEN i % 2 = 0 THEN 'A' ELSE 'B' END AS code, i AS cost FROM range(40) t(i)")
+    hexed.execute("CREATE TABLE tre_optouts (person_id VARCHAR NOT NULL)")
+    hexed.execute("INSERT INTO tre_optouts VALUES (printf('%016x', 3 * 1000003) || repeat('a', 48))")
+    query = validate_and_rewrite("SELECT code, sum(cost) FROM events GROUP BY code",
+                                 schema={"events": {"person_id": "text", "code": "text", "cost": "integer"}})
+    got = {row[0]: sorted(row[-1]) for row in hexed.execute(query.rewritten_sql).fetchall()}
+    expected = {code: sorted({(i % 7) * 1000003 for i in range(40) if (i % 2 == 0) == (code == "A") and i % 7 != 3})
+                for code in "AB"}
+    assert got == expected
 
 
 # Plain-Python statistics over rows; a field is a name or a function of the row.
