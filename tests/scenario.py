@@ -16,7 +16,11 @@ from tre.demo.data import COLUMNS, records, to_csv
 def ok(response, *codes):
     codes = codes or (200, 201, 202)
     assert response.status_code in codes, f"{response.status_code}: {getattr(response, 'data', response.content)}"
-    return response.json() if response.content else None
+    if not response.content and not getattr(response, "streaming", False):
+        return None
+    if "json" not in response.get("Content-Type", ""):
+        return response.content.decode()
+    return response.json()
 
 
 class Scenario:
