@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tre.pagination import Pagination
+from tre.pagination import Pagination, paginated
 from tre.roles import Role, require_role
 
 from .selectors import FILTERS, audit_event_list, present_event
@@ -45,7 +45,7 @@ def _filters_used(params) -> dict:
 
 
 class AuditEventListApi(APIView):
-    @extend_schema(parameters=FILTER_PARAMS, responses={200: EventOut(many=True), 400: None, 401: None, 403: None})
+    @extend_schema(parameters=FILTER_PARAMS, responses={200: paginated(EventOut), 400: None, 401: None, 403: None})
     def get(self, request):
         require_role(request.user, Role.AUDITOR)
         qs = audit_event_list(params=request.query_params)

@@ -133,8 +133,9 @@ class OutputDownloadApi(APIView):
                                      description="csv (default), json, acro (ACRO's results.json) or acro_zip "
                                                  "(a directory SACRO-Viewer opens)")],
         responses={
-            200: OpenApiResponse(OpenApiTypes.BINARY, description="text/csv with `# key: value` metadata lines; "
-                                 "application/json `{metadata, columns, rows}`; ACRO results.json; or a zip"),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="the safe table after `# key: value` metadata lines"),
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="`{metadata, columns, rows}`, or ACRO's results.json"),
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="acro_zip: the folder SACRO-Viewer opens"),
             **{k: v for k, v in answers(None, 400, 401, 403, 404, 409).items() if k != 200}})
     def get(self, request, pk):
         output = selectors.output_get_for(user=request.user, pk=pk)

@@ -6,6 +6,8 @@ role sees is written down in one place; the ``*Out`` serializers describe them f
 
 from rest_framework import serializers
 
+from access.openapi import NamedChoiceField
+
 from .exports import FORMATS
 from .models import Output, OutputReview
 from .sdc import N_PERSONS, RULES
@@ -140,6 +142,9 @@ def _table(**kwargs):
 class OutputMemberOut(OutputListOut):
     """The member view (``view: member``)."""
 
+    # one value each, so a response matches exactly one branch of the detail schema's oneOf
+    view = NamedChoiceField(enum_name="MemberViewEnum", choices=["member"])
+
     request_comment = serializers.CharField()
     reviews = MemberReviewOut(many=True, help_text="votes of finished rounds")
     safe = _table(required=False, help_text="released outputs only: the released table, null where suppressed")
@@ -147,6 +152,8 @@ class OutputMemberOut(OutputListOut):
 
 class OutputCheckerOut(OutputListOut):
     """The checker view (``view: checker``)."""
+
+    view = NamedChoiceField(enum_name="CheckerViewEnum", choices=["checker"])
 
     columns = serializers.ListField(child=serializers.CharField(), help_text=f"the result's columns plus {N_PERSONS}")
     raw = _table()

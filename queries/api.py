@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 
 from projects.selectors import is_member, project_get_for
 from tre.errors import Forbidden
-from tre.pagination import Pagination
+from tre.pagination import Pagination, paginated
 
 from .models import Query
 from .selectors import query_get_for, query_list_for
@@ -36,7 +36,7 @@ class ProjectQueryListApi(APIView):
         data["status"] = Query.Status.QUEUED  # as accepted; in-process runs (embedded mode) may already be done
         return Response(data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses={200: QueryOut(many=True), 401: None, 403: None, 404: None})
+    @extend_schema(responses={200: paginated(QueryOut), 401: None, 403: None, 404: None})
     def get(self, request, pk):
         project = project_get_for(user=request.user, pk=pk)
         _require_member(request.user, project)

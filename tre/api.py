@@ -5,7 +5,9 @@ import time
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.models import Token
@@ -21,6 +23,33 @@ from .roles import user_roles
 
 LOGIN_FAILURE_LIMIT = 10  # failed logins per username (and per client address) ...
 LOGIN_FAILURE_WINDOW = 15 * 60  # ... within this many seconds, then 429 until the window passes
+
+
+# Answers Django gives before or outside DRF are JSON too, never an HTML page.
+
+@csrf_exempt
+def not_found(request, *args, **kwargs):
+    return JsonResponse({"detail": "not found"}, status=404)
+
+
+def bad_request_handler(request, exception=None):
+    return JsonResponse({"detail": "bad request"}, status=400)
+
+
+def permission_denied_handler(request, exception=None):
+    return JsonResponse({"detail": "forbidden"}, status=403)
+
+
+def not_found_handler(request, exception=None):
+    return JsonResponse({"detail": "not found"}, status=404)
+
+
+def server_error_handler(request):
+    return JsonResponse({"detail": "internal error; it has been logged"}, status=500)
+
+
+def csrf_failure(request, reason=""):
+    return JsonResponse({"detail": f"CSRF check failed: {reason}; API clients should use token authentication"}, status=403)
 
 
 class ApiRootApi(APIView):

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import api
@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("queries.urls")),
     path("", include("outputs.urls")),
     path("", include("audit.urls")),
+    re_path(r"^.*$", api.not_found),  # any other /api/v1/ path: a JSON 404, never an HTML page
 ]
 
 urlpatterns = [
@@ -23,3 +24,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
 ]
+
+handler400 = "tre.api.bad_request_handler"
+handler403 = "tre.api.permission_denied_handler"
+handler404 = "tre.api.not_found_handler"
+handler500 = "tre.api.server_error_handler"
