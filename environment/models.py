@@ -1,5 +1,20 @@
+"""The secure data environment's metadata. The rows themselves live only in the store.
+
+- ``Dataset``: a custodian's declaration (name, columns, which column is the direct identifier).
+- ``DatasetVersion``: one load (upload) or rewrite (erasure) of a dataset: an immutable DuckDB
+  file under ``TRE_STORE_DIR`` with a table ``data`` (``person_id`` + the stored columns).
+  ``Dataset.current_version`` says which one queries read.
+- ``OptOut``: a person who opted out, kept only as the keyed hash (``person_id``). Its ``id`` is a
+  sequence: a version's ``optout_watermark`` is the highest ``OptOut.id`` applied to its file.
+- ``SandboxLease``: a version file in use by an open sandbox; erasure does not delete it meanwhile.
+- ``ErasureRun``: one pass of the erasure task that changed something (for ``last_erasure_at``).
+
+Every write goes through ``environment.services``.
+"""
+
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 class Dataset(models.Model):
@@ -19,9 +34,140 @@ class Dataset(models.Model):
     columns = models.JSONField(default=list)  # [{name, type, drop?, description?}]
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    current_version = models.ForeignKey(
+        "environment.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    # --- the declaration, read by ingestion, the sandbox and the query validator -----------
+    def stored_columns(self) -> list[dict]:
+        """The columns that enter the store, in declared order (not the identifier, not dropped)."""
+        return [c for c in self.columns if c["name"] != self.identifier_column and not c.get("drop", False)]
+
+    @property
+    def row_count(self) -> int | None:
+        version = self.current_version
+        return version.row_count if version is not None else None
+
+
+class DatasetVersion(models.Model):
+    class Status(models.TextChoices):
+        LOADING = "loading"
+        READY = "ready"
+        FAILED = "failed"
+
+    class Origin(models.TextChoices):
+        UPLOAD = "upload"
+        ERASURE = "erasure"
+
+    class Format(models.TextChoices):
+        CSV = "csv"
+        PARQUET = "parquet"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()  # 1, 2, 3 … per dataset
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.LOADING, db_index=True)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.UPLOAD)
+    # For an erasure version: the version it was rewritten from. ``upload_number`` is the number of
+    # the upload whose data this version holds (itself for an upload), so a late-finishing older
+    # upload never replaces a newer one.
+    derived_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    upload_number = models.PositiveIntegerField()
+
+    # the upload (deleted from incoming/ once loaded, whatever the outcome)
+    source_format = models.CharField(max_length=10, choices=Format.choices, blank=True)
+    source_bytes = models.BigIntegerField(null=True, blank=True)
+    source_sha256 = models.CharField(max_length=64, blank=True)
+    incoming_path = models.CharField(max_length=255, blank=True)  # relative to TRE_STORE_DIR
+
+    # the result
+    file_path = models.CharField(max_length=255, blank=True)  # relative to TRE_STORE_DIR; "" unless ready
+    row_count = models.BigIntegerField(null=True, blank=True)
+    person_count = models.BigIntegerField(null=True, blank=True)
+    rows_loaded = models.BigIntegerField(null=True, blank=True)  # progress while loading
+    rows_total = models.BigIntegerField(null=True, blank=True)  # rows in the file, once validated
+    errors = models.JSONField(default=list, blank=True)  # [{row, column, reason}] — first 100, never values
+    error_count = models.IntegerField(default=0)
+    rows_removed = models.BigIntegerField(default=0)  # opted-out rows left out of this file
+    persons_removed = models.BigIntegerField(default=0)
+    build_seconds = models.FloatField(null=True, blank=True)
+    optout_watermark = models.BigIntegerField(default=0)  # the highest OptOut.id applied to the file
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    superseded_at = models.DateTimeField(null=True, blank=True)  # no longer current
+    file_deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["dataset", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="env_version_number_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="env_version_number_positive"),
+            # a failed version holds no data
+            models.CheckConstraint(condition=~Q(status="failed") | Q(file_path=""), name="env_version_failed_no_file"),
+            # a ready version has its file and its counts
+            models.CheckConstraint(
+                condition=~Q(status="ready") | (~Q(file_path="") & Q(row_count__isnull=False) & Q(person_count__isnull=False)),
+                name="env_version_ready_complete",
+            ),
+            models.CheckConstraint(condition=Q(finished_at__isnull=True) | ~Q(status="loading"), name="env_version_finished_not_loading"),
+        ]
+
+    def __str__(self):
+        return f"{self.dataset_id}/v{self.number} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.LOADING
+
+
+class OptOut(models.Model):
+    """A person who opted out of the use of their data: only the keyed hash of the NHS number."""
+
+    person_id = models.CharField(max_length=64, unique=True)
+    registered_at = models.DateTimeField(db_index=True)
+    registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.CheckConstraint(condition=Q(person_id__regex=r"^[0-9a-f]{64}$"), name="env_optout_person_id_hex")]
+
+    def __str__(self):
+        return f"opt-out #{self.pk}"
+
+
+class SandboxLease(models.Model):
+    """An open sandbox reads this version's file: erasure leaves the file alone until released
+    (or, if the holder died, until ``expires_at``)."""
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="leases")
+    holder = models.CharField(max_length=200)  # host:pid — for operators
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self):
+        return f"lease on {self.version_id} by {self.holder}"
+
+
+class ErasureRun(models.Model):
+    """One pass of the erasure task that removed persons or advanced a watermark."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(db_index=True)
+    optout_watermark = models.BigIntegerField()
+    datasets_rewritten = models.IntegerField(default=0)
+    datasets_checked = models.IntegerField(default=0)
+    rows_removed = models.BigIntegerField(default=0)
+    persons_removed = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-finished_at"]
+        get_latest_by = "finished_at"
