@@ -263,8 +263,9 @@ def version_ingest(*, version_id: int, now=None) -> DatasetVersion | None:
         log.error("load of version %s failed: %s", version.pk, type(exc).__name__)
         from .ingest import LoadResult, _error
 
-        result = LoadResult(ok=False, errors=[_error(None, None, f"internal error during the load ({type(exc).__name__}); "
-                                                                 "the operators have the details")], error_count=1)
+        reason = store.failure_reason(exc) or (f"internal error during the load ({type(exc).__name__}); "
+                                               "the operators have the details")
+        result = LoadResult(ok=False, errors=[_error(None, None, reason)], error_count=1)
         store.remove_quietly(tmp)
     finally:
         store.remove_quietly(scratch)

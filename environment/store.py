@@ -119,3 +119,27 @@ def remove_stale(relative_dir: str, *, older_than_seconds: float) -> int:
         except FileNotFoundError:
             continue
     return removed
+
+
+def failure_reason(exc: BaseException) -> str | None:
+    """A clear, data-free sentence for a store failure (disk full, read-only, no permission), or None.
+
+    DuckDB reports a full disk as its own exception whose text names the OS error, so both are read."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOSPC or "No space left on device" in text:
+        return "the store ran out of disk space; nothing was written (free space, then try again)"
+    if code == errno.EROFS or "Read-only file system" in text:
+        return "the store is read-only; nothing was written"
+    if code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
+        return "the store is not writable (permission denied); nothing was written"
+    return None
+
+
+def unavailable(exc: OSError):
+    """The 503 to answer when the store cannot take a write during a request."""
+    from tre.errors import Unavailable
+
+    return Unavailable(failure_reason(exc) or "the store cannot be written to right now", dependency="store")

@@ -55,8 +55,12 @@ class IncomingUploadHandler(FileUploadHandler):
             raise SkipFile()
         if content_length is not None and content_length > self.limit:
             raise UploadTooLarge(self.limit)
-        self.path = store.incoming_dir() / f"{secrets.token_hex(16)}.upload"
-        self.fh = open(self.path, "xb")
+        try:
+            self.path = store.incoming_dir() / f"{secrets.token_hex(16)}.upload"
+            self.fh = open(self.path, "xb")
+        except OSError as exc:  # full, read-only or unwritable store: a 503 naming it, nothing kept
+            self.path = None
+            raise store.unavailable(exc) from None
         self.digest = hashlib.sha256()
 
     def receive_data_chunk(self, raw_data, start):
@@ -66,7 +70,11 @@ class IncomingUploadHandler(FileUploadHandler):
         if self.size > self.limit:
             self.cleanup()
             raise UploadTooLarge(self.limit)
-        self.fh.write(raw_data)
+        try:
+            self.fh.write(raw_data)
+        except OSError as exc:
+            self.cleanup()
+            raise store.unavailable(exc) from None
         self.digest.update(raw_data)
         return None
 
@@ -99,7 +107,10 @@ class IncomingUploadHandler(FileUploadHandler):
 
 def copy_to_incoming(upload, *, limit: int) -> IncomingFile:
     """For an upload Django parsed before our handler could be installed: copy it in chunks."""
-    path = store.incoming_dir() / f"{secrets.token_hex(16)}.upload"
+    try:
+        path = store.incoming_dir() / f"{secrets.token_hex(16)}.upload"
+    except OSError as exc:
+        raise store.unavailable(exc) from None
     digest, size = hashlib.sha256(), 0
     try:
         with open(path, "xb") as out:
@@ -109,6 +120,9 @@ def copy_to_incoming(upload, *, limit: int) -> IncomingFile:
                     raise UploadTooLarge(limit)
                 out.write(chunk)
                 digest.update(chunk)
+    except OSError as exc:
+        store.remove_quietly(path)
+        raise store.unavailable(exc) from None
     except BaseException:
         store.remove_quietly(path)
         raise

@@ -21,7 +21,8 @@ def free_port() -> int:
 
 def clean_env(**overrides) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "TRE_", "CACHE_URL", "DEBUG"))}
-    env.update({"PYTHONUNBUFFERED": "1", **overrides})
+    # runserver starts a thread per request: persistent connections would pile up to max_connections
+    env.update({"PYTHONUNBUFFERED": "1", "DB_CONN_MAX_AGE": "0", **overrides})
     return env
 
 
