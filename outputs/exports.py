@@ -59,8 +59,17 @@ def _one_line(value) -> str:
     return " ".join(str(value).split())
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value):
-    return "" if value is None else value
+    """A CSV cell: empty for suppressed; text that a spreadsheet would run as a formula is quoted
+    with a leading apostrophe (OWASP's CSV-injection advice). Numbers are left as numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def as_csv(output) -> str:
@@ -70,11 +79,7 @@ def as_csv(output) -> str:
         if isinstance(value, dict):
             value = "; ".join(f"{k}={v}" for k, v in value.items())
         buffer.write(f"# {name}: {_one_line('' if value is None else value)}\n")
-    writer = csv.writer(buffer, lineterminator="\n")
-    columns, rows = released_table(output)
-    writer.writerow(columns)
-    writer.writerows([[_cell(v) for v in row] for row in rows])
-    return buffer.getvalue()
+    return buffer.getvalue() + _plain_csv(output)
 
 
 def as_json(output) -> dict:
