@@ -33,6 +33,7 @@ class Query(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)  # the running attempt is alive while this moves
+    task_id = models.CharField(max_length=64, blank=True)  # the Celery task running it: a retry of it may resume
     cancel_requested = models.BooleanField(default=False)
     error = models.CharField(max_length=300, blank=True)  # generic, safe for the researcher
     error_code = models.CharField(max_length=40, blank=True)

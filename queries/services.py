@@ -13,7 +13,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from access.decision import check_access, require_access
@@ -159,23 +159,37 @@ class _Watchdog(threading.Thread):
             while not self._halt.wait(0.2):
                 if time.monotonic() - started > self.limit:
                     self.reason = "time_limit"
-                elif Query.objects.filter(pk=self.query_id, cancel_requested=True).exists():
+                elif self._cancel_requested():
                     self.reason = "cancelled"
                 if self.reason:
                     self.conn.interrupt()
                     return
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                    Query.objects.filter(pk=self.query_id).update(heartbeat_at=timezone.now())
+                    self._beat()
                     last_beat = time.monotonic()
         finally:
             connection.close()
+
+    def _beat(self):
+        try:
+            Query.objects.filter(pk=self.query_id).update(heartbeat_at=timezone.now())
+        except DatabaseError as exc:  # the database is restarting: keep the engine going, beat later
+            log.warning("query %s: heartbeat not recorded (%s)", self.query_id, exc)
+            connection.close()
+
+    def _cancel_requested(self) -> bool:
+        try:
+            return Query.objects.filter(pk=self.query_id, cancel_requested=True).exists()
+        except DatabaseError:
+            connection.close()
+            return False
 
     def stop(self):
         self._halt.set()
         self.join(timeout=5)
 
 
-def _claim(query_id: int, now) -> Query | None:
+def _claim(query_id: int, now, task_id: str = "") -> Query | None:
     """Lock the query and decide whether this delivery should run it. Returns it marked running."""
     with transaction.atomic():
         query = Query.objects.select_for_update().select_related("project", "submitted_by").filter(pk=query_id).first()
@@ -185,7 +199,9 @@ def _claim(query_id: int, now) -> Query | None:
             _finish(query, Query.Status.CANCELLED, now=now)
             audit_record(actor=None, action="query.cancelled", target=query, data={"while": "queued"})
             return None
-        if query.status == Query.Status.RUNNING and query.heartbeat_at and now - query.heartbeat_at < HEARTBEAT_STALE:
+        resuming = bool(task_id) and query.task_id == task_id  # a retry or redelivery of the same task
+        if (query.status == Query.Status.RUNNING and not resuming and query.heartbeat_at
+                and now - query.heartbeat_at < HEARTBEAT_STALE):
             return None  # another worker is running it right now
         if query.attempts >= MAX_ATTEMPTS:
             _finish(query, Query.Status.FAILED, code="worker_lost", detail=f"{query.attempts} attempts did not finish", now=now)
@@ -199,6 +215,7 @@ def _claim(query_id: int, now) -> Query | None:
             audit_record(actor=None, action="query.failed", target=query, data={"code": "access_refused", "rule": decision.rule})
             return None
         query.status, query.started_at, query.heartbeat_at = Query.Status.RUNNING, now, now
+        query.task_id = task_id
         query.attempts += 1
         query.timings = {**query.timings, "queue_wait_ms": round((now - query.submitted_at).total_seconds() * 1000)}
         query.save()
@@ -253,14 +270,14 @@ class _TooManyGroups(Exception):
     pass
 
 
-def run_query(*, query_id: int, now=None) -> Query | None:
+def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
     """Run one query inside the environment (the Celery task's body). Idempotent."""
     import duckdb
 
     from environment.models import Dataset
     from environment.sandbox import open_sandbox
 
-    query = _claim(query_id, now or timezone.now())
+    query = _claim(query_id, now or timezone.now(), task_id)
     if query is None:
         return None
     t0 = time.monotonic()

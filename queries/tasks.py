@@ -1,15 +1,22 @@
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from .services import run_query, sweep
 
 
 @shared_task(name="queries.run_query", bind=True, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=settings.TRE_QUERY_SOFT_TIME_LIMIT + 10, time_limit=settings.TRE_QUERY_TIME_LIMIT,
-             ignore_result=True)
+             ignore_result=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=2,
+             retry_backoff_max=30, max_retries=5)
 def run_query_task(self, query_id: int) -> None:
-    """Ids in; idempotent (a finished query is left alone); the engine is interrupted at the soft limit."""
-    run_query(query_id=query_id)
+    """Ids in; idempotent (a finished query is left alone); the engine is interrupted at the soft limit.
+    If the database goes away mid-run (a restart), the task is retried and resumes its own attempt."""
+    close_old_connections()
+    try:
+        run_query(query_id=query_id, task_id=self.request.id or "")
+    finally:
+        close_old_connections()
 
 
 @shared_task(name="queries.sweep", acks_late=True, ignore_result=True, time_limit=120)

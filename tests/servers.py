@@ -27,8 +27,9 @@ def clean_env(**overrides) -> dict:
 
 
 @contextmanager
-def live_server(*, database_url: str | None = None, seed_rows: int = 20_000, debug: bool = True):
-    """Migrate, seed the demo and serve; yields ``(base_url, env)``. In-process tasks (no broker)."""
+def live_server(*, database_url: str | None = None, seed_rows: int = 20_000, debug: bool = True, gunicorn: bool = False):
+    """Migrate, seed the demo and serve (``runserver``, or gunicorn with 3 workers for heavy
+    traffic); yields ``(base_url, env)``. In-process tasks (no broker)."""
     tmp = Path(tempfile.mkdtemp(prefix="tre-server-"))
     env = clean_env(DATABASE_URL=database_url or f"sqlite:///{tmp / 'tre.sqlite3'}", TRE_STORE_DIR=str(tmp / "store"),
                     DEBUG="true" if debug else "false")
@@ -41,8 +42,9 @@ def live_server(*, database_url: str | None = None, seed_rows: int = 20_000, deb
     env["TRE_SEED_OUTPUT"] = seed.stdout
     port = free_port()
     log = open(tmp / "server.log", "w")
-    server = subprocess.Popen(manage + ["runserver", "--noreload", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    command = ([sys.executable, "-m", "gunicorn", "tre.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", "3",
+                "--timeout", "60"] if gunicorn else manage + ["runserver", "--noreload", f"127.0.0.1:{port}"])
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

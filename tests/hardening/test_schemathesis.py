@@ -21,7 +21,7 @@ def server():
         pytest.fail("the schemathesis run needs PostgreSQL: run it with `make test`")
     base_url = f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/postgres"
     url = fresh_postgres_database(base_url, "tre_schemathesis")
-    with live_server(database_url=url, seed_rows=3000, debug=False) as (base, env):
+    with live_server(database_url=url, seed_rows=3000, debug=False, gunicorn=True) as (base, env):
         yield base, demo_tokens(env["TRE_SEED_OUTPUT"])
 
 
