@@ -38,6 +38,7 @@ from .models import Dataset
 from .naming import PERSON_ID
 from .services import (
     DatasetNotLoaded,
+    holder_id,
     lease_current_versions,
     optout_watermark_now,
     release_leases,
@@ -163,6 +164,7 @@ def open_sandbox(datasets):
     try:
         watermark = optout_watermark_now()
         directory = store.sandbox_dir()
+        (directory / "holder").write_text(holder_id())  # lets the sweeper reap it if this process dies
         catalog = directory / "sandbox.duckdb"
         aliases = {version.pk: f"tre_src_{version.pk}_{secrets.token_hex(8)}" for _, version in pairs}
         _build_catalog(catalog, pairs, aliases, watermark)

@@ -362,8 +362,41 @@ def sweep_stuck_loads(*, now=None, stale_after: timedelta | None = None, max_att
 
 # --- leases -------------------------------------------------------------------------------------
 
-def _holder() -> str:
+def holder_id() -> str:
+    """Who holds a lease or sandbox: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+
+def _holder_alive(holder: str) -> bool | None:
+    """False when ``holder`` is a process on this host that no longer exists; None when unknowable."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_sandboxes() -> dict:
+    """Release the leases and delete the sandbox catalogs of processes that died (e.g. a worker
+    killed with SIGKILL mid-query), without waiting for their leases to expire."""
+    dead = [lease.pk for lease in SandboxLease.objects.only("pk", "holder") if _holder_alive(lease.holder) is False]
+    SandboxLease.objects.filter(pk__in=dead).delete()
+    removed = 0
+    base = store.root() / "sandboxes"
+    for directory in (base.iterdir() if base.is_dir() else []):
+        try:
+            holder = (directory / "holder").read_text()
+        except OSError:
+            continue
+        if _holder_alive(holder) is False:
+            store.remove_quietly(directory)
+            removed += 1
+    return {"leases_released": len(dead), "sandboxes_removed": removed}
 
 
 def _lock_versions_shared(version_ids) -> dict:
@@ -394,7 +427,7 @@ def lease_current_versions(datasets) -> tuple[list[tuple[Dataset, DatasetVersion
             if any(v.file_deleted_at or v.status != DatasetVersion.Status.READY for v in versions.values()):
                 continue  # switched and deleted between the two reads: read the current versions again
             leases = SandboxLease.objects.bulk_create(
-                [SandboxLease(version_id=v.pk, holder=_holder(), expires_at=expires) for v in versions.values()]
+                [SandboxLease(version_id=v.pk, holder=holder_id(), expires_at=expires) for v in versions.values()]
             )
             pairs = [(found[i], versions[found[i].current_version_id]) for i in dict.fromkeys(ids)]
             return pairs, [lease.pk for lease in leases]
@@ -434,6 +467,7 @@ def delete_superseded_files(*, now=None) -> int:
 
 def cleanup_store(*, now=None) -> dict:
     """Stale leftovers of crashed processes: sandbox catalogs, spill space, partial files."""
+    reaped = reap_dead_sandboxes()
     removed = store.remove_stale("sandboxes", older_than_seconds=lease_seconds() + 3600)
     removed += store.remove_stale("tmp", older_than_seconds=24 * 3600)
     base = store.root() / "datasets"
@@ -457,7 +491,7 @@ def cleanup_store(*, now=None) -> dict:
                     removed += 1
             except FileNotFoundError:
                 continue
-    return {"files_deleted": delete_superseded_files(now=now), "stale_removed": removed}
+    return {"files_deleted": delete_superseded_files(now=now), "stale_removed": removed, **reaped}
 
 
 # --- opt-outs -------------------------------------------------------------------------------------

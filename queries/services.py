@@ -365,6 +365,10 @@ def sweep(*, now=None) -> dict:
                 q.save(update_fields=["status", "enqueued_at"])
                 audit_record(actor=None, action="query.requeued", target=q, data={"attempts": q.attempts, "by": "sweeper"})
                 resent.append(q.pk)
+    if failed or resent:
+        from environment.services import reap_dead_sandboxes
+
+        reap_dead_sandboxes()  # the dead attempts' sandboxes and leases, at once
     stuck = Query.objects.filter(status=Query.Status.QUEUED, cancel_requested=False).filter(
         enqueued_at__isnull=True, submitted_at__lt=now - ENQUEUE_GRACE)
     for query_id in list(stuck.values_list("pk", flat=True)) + resent:

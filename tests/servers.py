@@ -82,6 +82,19 @@ def fresh_postgres_database(base_url: str, name: str) -> str:
     return f"postgres://{auth}{u.hostname}:{u.port or 5432}/{name}"
 
 
+def drop_postgres_database(url: str) -> None:
+    from urllib.parse import urlparse
+
+    import psycopg2
+
+    u = urlparse(url)
+    conn = psycopg2.connect(host=u.hostname, port=u.port or 5432, user=u.username, password=u.password, dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{u.path.lstrip("/")}" WITH (FORCE)')
+    conn.close()
+
+
 def demo_tokens(seed_output: str) -> dict[str, str]:
     """The demo users' tokens, from what ``tre_demo_seed`` printed."""
     tokens = {}

@@ -37,5 +37,10 @@ def _collect_beat_schedule(sender, **kwargs):
             module = import_module(f"{label}.tasks")
         except ModuleNotFoundError:
             continue
+        except Exception:  # one app's broken import must not drop every other app's schedule
+            import logging
+
+            logging.getLogger(__name__).exception("beat schedule of %s not loaded", label)
+            continue
         schedule.update(getattr(module, "BEAT_SCHEDULE", {}))
     sender.conf.beat_schedule = schedule

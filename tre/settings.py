@@ -161,9 +161,6 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "tre.schema.AutoSchema",
     "EXCEPTION_HANDLER": "tre.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {
-        "login": env.str("TRE_LOGIN_THROTTLE", default="10/min"),
-    },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -215,6 +212,10 @@ TRE_MAX_QUERY_BYTES = env.int("TRE_MAX_QUERY_BYTES", default=100_000)
 TRE_MAX_UPLOAD_BYTES = env.int("TRE_MAX_UPLOAD_BYTES", default=2 * 1024**3)
 TRE_SANDBOX_MEMORY_LIMIT = env.str("TRE_SANDBOX_MEMORY_LIMIT", default="2GB")
 TRE_SANDBOX_THREADS = env.int("TRE_SANDBOX_THREADS", default=2)
+TRE_SANDBOX_LEASE_SECONDS = env.int("TRE_SANDBOX_LEASE_SECONDS", default=3600)
+TRE_INGEST_MEMORY_LIMIT = env.str("TRE_INGEST_MEMORY_LIMIT", default="512MB")
+TRE_INGEST_THREADS = env.int("TRE_INGEST_THREADS", default=2)
+TRE_INGEST_TIME_LIMIT = env.int("TRE_INGEST_TIME_LIMIT", default=3600)
 TRE_QUERY_SOFT_TIME_LIMIT = env.int("TRE_QUERY_SOFT_TIME_LIMIT", default=120)
 TRE_QUERY_TIME_LIMIT = env.int("TRE_QUERY_TIME_LIMIT", default=150)
 TRE_SDC_THRESHOLD = env.int("TRE_SDC_THRESHOLD", default=10)

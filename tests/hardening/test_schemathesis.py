@@ -2,13 +2,14 @@
 PostgreSQL with DEBUG off: zero 5xx answers and zero answers that break the schema (status codes,
 content types, headers, bodies). Bounded examples per operation so the suite stays within minutes."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 from django.conf import settings
 
-from tests.servers import ROOT, demo_tokens, fresh_postgres_database, live_server
+from tests.servers import ROOT, demo_tokens, drop_postgres_database, fresh_postgres_database, live_server
 
 ROLES = ["anonymous", "rita", "sam", "dina", "olu", "cass", "aud"]  # lead, member, DAC, checker, custodian, auditor
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"
@@ -20,9 +21,12 @@ def server():
     if database["ENGINE"] != "django.db.backends.postgresql":
         pytest.fail("the schemathesis run needs PostgreSQL: run it with `make test`")
     base_url = f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/postgres"
-    url = fresh_postgres_database(base_url, "tre_schemathesis")
-    with live_server(database_url=url, seed_rows=3000, debug=False, gunicorn=True) as (base, env):
-        yield base, demo_tokens(env["TRE_SEED_OUTPUT"])
+    url = fresh_postgres_database(base_url, f"tre_schemathesis_{os.getpid()}")  # per run: parallel runs never collide
+    try:
+        with live_server(database_url=url, seed_rows=3000, debug=False, gunicorn=True) as (base, env):
+            yield base, demo_tokens(env["TRE_SEED_OUTPUT"])
+    finally:
+        drop_postgres_database(url)
 
 
 @pytest.mark.parametrize("role", ROLES)

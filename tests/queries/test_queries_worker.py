@@ -27,6 +27,15 @@ def sc(client_for, make_user, celery_worker_process):
     return scenario
 
 
+def _alive(holder: str) -> bool:
+    pid = int(holder.rpartition(":")[2])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _heavy(sc, rows=60_000):
     ds = sc.load_dataset("heavy", records(rows, persons=1, seed=11))
     sc.make_agreement([ds["id"]])
@@ -34,14 +43,57 @@ def _heavy(sc, rows=60_000):
     return ds
 
 
-def test_query_end_to_end_through_the_worker(sc):
+def test_query_to_download_end_to_end_through_the_worker(sc):
     q = sc.submit("SELECT age_band, count(*) AS n, avg(value) AS mean_value FROM gp_events GROUP BY age_band")
     body = sc.wait_query(q["id"])
     assert body["status"] == "completed", body
-    assert body["output"] is not None
     assert "queries.run_query" in sc.worker.log()
     stored = Query.objects.get(pk=q["id"])
     assert stored.timings["queue_wait_ms"] >= 0 and stored.timings["total_ms"] > 0
+    output = body["output"]
+    member = sc.c(sc.member)
+    ok(member.post(f"/api/v1/outputs/{output}/request-release/"))
+    for checker in sc.checkers:
+        ok(sc.c(checker).post(f"/api/v1/outputs/{output}/reviews/", {"decision": "approve", "comment": "safe"}, format="json"))
+    csv_text = ok(member.get(f"/api/v1/outputs/{output}/download/?file_format=csv"))
+    header = [line for line in csv_text.splitlines() if not line.startswith("#")][0]
+    assert header == "age_band,n,mean_value"  # never n_persons
+    released = ok(member.get(f"/api/v1/outputs/{output}/download/?file_format=json"))
+    counts = [row[1] for row in released["rows"] if row[1] is not None]
+    assert counts and all(c % 5 == 0 for c in counts)  # rounded to the base
+
+
+def test_no_released_output_includes_an_opted_out_person(sc):
+    """An opt-out registered after a query ran, before its output was released: the output goes
+    stale (it cannot be released), the query re-runs without the person, and every released
+    output's stored person sets exclude them."""
+    from outputs.models import Output, ReleasedPersonSets
+    from outputs.sdc import deserialize_sets, person_key
+
+    sql = "SELECT region, count(DISTINCT person_id) AS people FROM gp_events GROUP BY region"
+    first = sc.wait_query(sc.submit(sql)["id"])
+    ok(sc.c(sc.member).post(f"/api/v1/outputs/{first['output']}/request-release/"))
+    victims = sorted({r.nhs_number for r in sc.records})[:4]
+    ok(sc.c(sc.custodian).post("/api/v1/opt-outs/", {"nhs_numbers": victims}, format="json"), 202)
+    stale = wait_for(lambda: Output.objects.filter(pk=first["output"], status="stale").first(), timeout=30,
+                     message="the output to go stale")
+    r = sc.c(sc.checkers[0]).post(f"/api/v1/outputs/{stale.pk}/reviews/", {"decision": "approve", "comment": "x"}, format="json")
+    assert r.status_code in (404, 409)  # a stale output is out of the checkers' hands
+    rerun = wait_for(lambda: Query.objects.filter(rerun_of_id=first["id"], status="completed").first(), timeout=60,
+                     message="the re-run to complete")
+    new_output = rerun.output
+    ok(sc.c(sc.member).post(f"/api/v1/outputs/{new_output.pk}/request-release/"))
+    for checker in sc.checkers:
+        ok(sc.c(checker).post(f"/api/v1/outputs/{new_output.pk}/reviews/", {"decision": "approve", "comment": "ok"}, format="json"))
+    assert Output.objects.get(pk=new_output.pk).status == "released"
+    from environment.pseudonym import person_id_for
+
+    opted_out = {person_key(person_id_for(n)) for n in victims}
+    released = ReleasedPersonSets.objects.filter(project_id=sc.project["id"])
+    assert released.exists()
+    for row in released:
+        for persons in deserialize_sets(bytes(row.blob)).values():
+            assert not opted_out & set(persons)
 
 
 def test_cancel_interrupts_a_running_query_within_two_seconds(sc):
@@ -67,10 +119,20 @@ def test_a_killed_worker_leaves_the_query_rerun_or_failed_never_running(sc):
     query = Query.objects.get(pk=q["id"])
     assert query.status == "running" and query.attempts == 1
     # a new worker comes up; the sweeper (beat) sees the heartbeat has stopped and sends it again
+    from environment.models import SandboxLease
+    from environment.store import root
+
+    def dead_sandboxes():
+        return [d for d in (root() / "sandboxes").iterdir() if (d / "holder").exists()] if (root() / "sandboxes").exists() else []
+
+    assert dead_sandboxes() and SandboxLease.objects.exists()  # the killed attempt left its sandbox behind
     replacement = start_worker()
     try:
         result = sweep(now=timezone.now() + timedelta(seconds=31))
         assert q["id"] in result["resent"]
+        # ... and the sweeper reaped it at once: no sandbox or lease of the dead process remains
+        assert not [d for d in dead_sandboxes() if not _alive((d / "holder").read_text())]
+        assert not [lease for lease in SandboxLease.objects.all() if not _alive(lease.holder)]
         wait_for(lambda: Query.objects.filter(pk=q["id"], attempts=2, status="running").exists(), timeout=30,
                  message="the re-run to start")
         ok(sc.c(sc.member).post(f"/api/v1/queries/{q['id']}/cancel/"))
