@@ -36,6 +36,7 @@ run: install
 test: install-dev
 	@DATABASE_URL="$${DATABASE_URL:-$$DATABASE_URL_TEST}" CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$$CELERY_BROKER_URL_TEST}" \
 	  $(PY) scripts/check_services.py
+	$(VENV)/bin/ruff check .
 	DATABASE_URL="$${DATABASE_URL:-$$DATABASE_URL_TEST}" CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$$CELERY_BROKER_URL_TEST}" \
 	  TRE_ENV=test $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -7,6 +7,7 @@ custodian or DAC member can *view* these models, and nobody can change them.
 
 from django.contrib import admin
 
+from tre.admin import ReadOnlyModelAdmin
 from tre.roles import Role, has_role
 
 from .models import Agreement, Organisation, UserProfile
@@ -16,21 +17,13 @@ def may_read_governance(user) -> bool:
     return bool(user.is_active and (user.is_superuser or has_role(user, Role.CUSTODIAN) or has_role(user, Role.DAC)))
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyModelAdmin):
     def has_module_permission(self, request):
         return may_read_governance(request.user)
 
     def has_view_permission(self, request, obj=None):
         return may_read_governance(request.user)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Organisation)

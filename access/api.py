@@ -5,11 +5,11 @@ from rest_framework import generics, mixins, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tre.openapi import answers
 from tre.roles import Role, require_role
 
 from . import selectors, services
 from .models import Agreement
-from .openapi import answers
 from .serializers import AgreementIn, AgreementOut, AgreementRevokeIn, OrganisationIn, OrganisationOut
 
 

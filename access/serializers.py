@@ -2,9 +2,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environment.models import Dataset
+from tre.openapi import NamedChoiceField
 
 from .models import Agreement, Organisation, Purpose, Sector
-from .openapi import NamedChoiceField
 
 BIGINT_MAX = 2**63 - 1
 

@@ -1,19 +1,13 @@
 from django.contrib import admin
 
+from tre.admin import ReadOnlyModelAdmin
+
 from .models import AuditEvent
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyModelAdmin):
     list_display = ("seq", "timestamp", "actor", "action", "target_type", "target_id", "project")
     list_filter = ("action",)
     search_fields = ("actor", "action", "target_id")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -26,8 +26,9 @@ def _setup():
 
 
 def _ensure_db():
-    import psycopg2
     from urllib.parse import urlparse
+
+    import psycopg2
 
     u = urlparse(os.environ["DATABASE_URL"])
     conn = psycopg2.connect(host=u.hostname, port=u.port or 5432, user=u.username, dbname="postgres")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from outputs.sdc import (BitMap64, apply_sdc, deserialize_sets,  # noqa: E402
-                         find_differencing, serialize_sets)
+from outputs.sdc import BitMap64, apply_sdc, deserialize_sets, find_differencing, serialize_sets  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """Datasets, their versions (uploads), opt-outs. Views are thin: check, call a service/selector."""
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import generics, mixins, serializers, status
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, mixins, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tre.errors import Forbidden, Invalid
+from tre.openapi import answers
 from tre.roles import Role, has_role, require_role
 
 from . import selectors, services, store
@@ -25,23 +25,6 @@ from .serializers import (
     VersionOut,
 )
 from .uploads import FIELD, MULTIPART_SLACK, IncomingFile, IncomingUploadHandler, UploadTooLarge, copy_to_incoming
-
-_detail = inline_serializer("EnvironmentErrorDetail", {"detail": serializers.CharField()})
-_rule = inline_serializer("EnvironmentErrorRule", {"detail": serializers.CharField(), "rule": serializers.CharField()})
-_too_large = inline_serializer("EnvironmentUploadTooLarge", {"detail": serializers.CharField(), "limit_bytes": serializers.IntegerField()})
-
-ERRORS = {
-    400: OpenApiResponse(OpenApiTypes.OBJECT, description="bad input: an object naming each bad field (DRF style)"),
-    401: OpenApiResponse(_detail, description="not authenticated"),
-    403: OpenApiResponse(_rule, description="not allowed: `detail` says why and `rule` names the rule"),
-    404: OpenApiResponse(_detail, description="no such dataset"),
-    413: OpenApiResponse(_too_large, description="the upload is larger than TRE_MAX_UPLOAD_BYTES"),
-    415: OpenApiResponse(_detail, description="not a multipart/form-data request"),
-}
-
-
-def answers(ok, *errors: int, ok_code: int = 200) -> dict:
-    return {ok_code: ok, **{code: ERRORS[code] for code in errors}}
 
 
 def require_optout_registrar(user) -> None:

@@ -140,7 +140,7 @@ def read_csv_header(path: Path) -> tuple[list[str] | None, list[dict]]:
 def _shown(name: str) -> str | None:
     """A header name from the file, if it is safe to echo: an identifier without ten digits in a
     row (a header may really be a data line: its values are never repeated back)."""
-    from .naming import IDENTIFIER, _TEN_DIGITS
+    from .naming import _TEN_DIGITS, IDENTIFIER
 
     key = name.lower()
     return key if IDENTIFIER.fullmatch(key) and not _TEN_DIGITS.search(key) else None

@@ -21,10 +21,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 from django.conf import settings
-from kombu.exceptions import OperationalError as KombuOperationalError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.services import AuditDataRefused, audit_record
 from tre.errors import Invalid, NotFound, Unavailable, WrongState

@@ -12,13 +12,23 @@ from rest_framework import generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.openapi import answers
+from tre.openapi import answers
 from tre.roles import Role, has_role
 
 from . import exports, policies, selectors, services
 from .models import Output
-from .serializers import (DownloadParams, ListParams, OutputCheckerOut, OutputListOut, OutputMemberOut, OutputReviewIn,
-                          OutputTransitionIn, checker_view, list_item, member_view)
+from .serializers import (
+    DownloadParams,
+    ListParams,
+    OutputCheckerOut,
+    OutputListOut,
+    OutputMemberOut,
+    OutputReviewIn,
+    OutputTransitionIn,
+    checker_view,
+    list_item,
+    member_view,
+)
 
 OutputDetail = PolymorphicProxySerializer(
     component_name="OutputDetail",

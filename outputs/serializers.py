@@ -6,7 +6,7 @@ role sees is written down in one place; the ``*Out`` serializers describe them f
 
 from rest_framework import serializers
 
-from access.openapi import NamedChoiceField
+from tre.openapi import NamedChoiceField
 
 from .exports import FORMATS
 from .models import Output, OutputReview

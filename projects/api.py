@@ -7,8 +7,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.openapi import answers
 from access.selectors import agreement_gaps_for
+from tre.openapi import answers
 from tre.roles import Role, has_role
 
 from . import policies, selectors, services

@@ -2,8 +2,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from access.models import Purpose
-from access.openapi import NamedChoiceField
 from access.serializers import PurposeField, object_id
+from tre.openapi import NamedChoiceField
 
 from .models import Project, ProjectReview
 

@@ -19,8 +19,13 @@ from django.utils import timezone
 
 from access.models import UserProfile
 from access.selectors import agreement_gaps_for
-from access.services import (PROJECT_PERMISSIONS, RESEARCH_PERMISSIONS, project_permissions_grant,
-                             project_permissions_revoke, record)
+from access.services import (
+    PROJECT_PERMISSIONS,
+    RESEARCH_PERMISSIONS,
+    project_permissions_grant,
+    project_permissions_revoke,
+    record,
+)
 from environment.models import Dataset
 from tre.errors import Forbidden, Invalid, NotFound, WrongState
 from tre.roles import Role, has_role

@@ -89,9 +89,9 @@ def query_submit(*, project, actor, sql, title: str = "", request=None) -> Query
 def enqueue(query_id: int) -> bool:
     """Hand the query to the broker. If the broker is down the query stays queued (never lost):
     the sweeper sends it again once the broker is back."""
-    from .tasks import run_query_task
-
     from kombu.exceptions import OperationalError as BrokerError
+
+    from .tasks import run_query_task
 
     try:
         run_query_task.apply_async(args=[query_id], retry=False)

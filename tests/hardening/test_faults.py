@@ -17,7 +17,7 @@ from django.utils import timezone
 from queries.models import Query
 from queries.services import ENQUEUE_GRACE, sweep
 from tests.conftest import wait_for
-from tests.scenario import Scenario, ok
+from tests.scenario import Scenario
 from tre.demo.data import records
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

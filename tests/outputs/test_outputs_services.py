@@ -13,8 +13,7 @@ from audit.models import AuditEvent
 from outputs import services
 from outputs.models import Output, OutputReview, ReleasedPersonSets
 from queries.models import Query
-from tests.factories import (CompletedQueryFactory, DatasetFactory, OutputFactory, ProjectFactory, UserFactory,
-                             output_column)
+from tests.factories import CompletedQueryFactory, DatasetFactory, OutputFactory, ProjectFactory, UserFactory, output_column
 from tre.errors import Forbidden, Invalid, WrongState
 
 pytestmark = pytest.mark.django_db

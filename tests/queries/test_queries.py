@@ -7,7 +7,6 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from environment.pseudonym import person_id_for
 from queries.models import Query
 from queries.services import run_query, sweep
 from tests.scenario import Scenario, ok

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError
-from django.test import override_settings
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 

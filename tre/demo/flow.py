@@ -158,7 +158,7 @@ class Flow:
     def dataset(self, custodian, csv_bytes: bytes, name=DATASET) -> dict:
         from tre.demo.data import COLUMNS
 
-        listing = self.call("GET", f"/api/v1/datasets/?page_size=500", user=custodian).body
+        listing = self.call("GET", "/api/v1/datasets/?page_size=500", user=custodian).body
         existing = [d for d in listing.get("results", []) if d["name"] == name] if isinstance(listing, dict) else []
         if existing and existing[0].get("current_version"):
             return existing[0]

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
 from access.services import user_upsert
-from tre.demo.data import records, to_csv
 from tre.api import _expiry_cutoff
+from tre.demo.data import records, to_csv
 from tre.demo.flow import DATASET, DEMO_PASSWORD, PEOPLE, Flow, InProcess
 
 DEMO_TITLE = "Long-term conditions by region (demo)"

@@ -1,7 +1,5 @@
-"""Schema helpers: the error answers of tre.errors, declared per status code for drf-spectacular.
-
-(Shared by access/ and projects/; it could move to tre/ for every app.)
-"""
+"""Schema helpers shared by every app: the error answers of tre.errors, declared per status code
+for drf-spectacular, and a choice field whose vocabulary is one named schema component."""
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
@@ -19,6 +17,10 @@ ERRORS = {
     403: OpenApiResponse(_rule, description="not allowed: `detail` says why and `rule` names the rule"),
     404: OpenApiResponse(_detail, description="unknown, or not visible to you"),
     409: OpenApiResponse(_state, description="wrong state for this action"),
+    413: OpenApiResponse(inline_serializer("ErrorTooLarge", {"detail": serializers.CharField(),
+                                                             "limit_bytes": serializers.IntegerField()}),
+                         description="the upload is larger than TRE_MAX_UPLOAD_BYTES"),
+    415: OpenApiResponse(_detail, description="not a multipart/form-data request"),
 }
 
 
