@@ -79,7 +79,7 @@ def call(base, method, path, token=None, body=None, stats=None, kind=None, expec
     return status, (json.loads(raw) if raw else None)
 
 
-def researcher(base, token, project_id, deadline, stats):
+def researcher(base, token, project_id, deadline, stats, poll):
     rng = random.Random(token)
     while time.monotonic() < deadline:
         _, q = call(base, "POST", f"/api/v1/projects/{project_id}/queries/", token, {"sql": rng.choice(QUERIES)},
@@ -91,7 +91,7 @@ def researcher(base, token, project_id, deadline, stats):
             _, body = call(base, "GET", f"/api/v1/queries/{q['id']}/", token, stats=stats, kind="api")
             if body and body["status"] in ("completed", "failed", "cancelled"):
                 break
-            time.sleep(0.25)
+            time.sleep(poll)
         if body and body["status"] == "completed":
             with stats.lock:
                 stats.queries_done += 1
@@ -128,6 +128,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--gunicorn-workers", type=int, default=4)
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between a researcher's status polls")
     args = parser.parse_args()
 
     db = fresh_postgres_database("postgres://postgres@127.0.0.1:5432/postgres", "tre_bench_load")
@@ -173,7 +174,7 @@ def main():
             user_tokens.append(t["token"])
         stats = Stats()
         deadline = time.monotonic() + args.seconds
-        threads = [threading.Thread(target=researcher, args=(base, t, project_id, deadline, stats)) for t in user_tokens]
+        threads = [threading.Thread(target=researcher, args=(base, t, project_id, deadline, stats, args.poll)) for t in user_tokens]
         threads += [threading.Thread(target=checker, args=(base, tokens[c], deadline, stats)) for c in ("olu", "otto")]
         started = time.monotonic()
         for t in threads:
@@ -190,7 +191,7 @@ def main():
     api = stats.latency["api"]
     submits = stats.latency["query_submit"]
     total = sum(len(v) for v in stats.latency.values())
-    print(f"{args.researchers} researchers + 2 checkers for {args.seconds}s (wall {wall:.0f}s), "
+    print(f"{args.researchers} researchers (polling every {args.poll}s) + 2 checkers for {args.seconds}s (wall {wall:.0f}s), "
           f"gunicorn {args.gunicorn_workers} workers x 4 threads, 1 Celery worker (2 processes), 2 cores")
     print(f"requests: {total} ({total / wall:.1f}/s); queries completed: {stats.queries_done} "
           f"({stats.queries_done / wall:.2f}/s); reviews: {stats.reviews}")

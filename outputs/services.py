@@ -186,7 +186,8 @@ def _optouts_after_run(query):
 # --- the researcher's transitions --------------------------------------------------------------
 
 def _lock(output) -> Output:
-    return Output.objects.select_for_update().select_related("project", "query").get(pk=output.pk)
+    # of=("self",): lock the output row only, never the joined project/query rows (lock order vs the audit lock)
+    return Output.objects.select_for_update(of=("self",)).select_related("project", "query").get(pk=output.pk)
 
 
 @transaction.atomic

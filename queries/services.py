@@ -192,7 +192,8 @@ class _Watchdog(threading.Thread):
 def _claim(query_id: int, now, task_id: str = "") -> Query | None:
     """Lock the query and decide whether this delivery should run it. Returns it marked running."""
     with transaction.atomic():
-        query = Query.objects.select_for_update().select_related("project", "submitted_by").filter(pk=query_id).first()
+        query = (Query.objects.select_for_update(of=("self",)).select_related("project", "submitted_by")
+                 .filter(pk=query_id).first())  # the query row only: never the project's (deadlocks with inserts)
         if query is None or query.is_finished:
             return None  # idempotent: a redelivery of a finished query does nothing
         if query.cancel_requested:

@@ -88,6 +88,10 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response
+    from .middleware import TransientConflict, is_transient
+
+    if is_transient(exc):
+        raise TransientConflict() from exc  # RetryTransientConflicts runs the request again
     if isinstance(exc, DatabaseError) and _is_connection_error(exc):
         log.exception("database unavailable")
         return Response({"detail": "the database is unavailable; try again shortly", "dependency": "database"}, status=503)
