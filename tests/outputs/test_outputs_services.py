@@ -361,7 +361,6 @@ def test_opt_out_makes_unreleased_outputs_of_its_datasets_stale(recorded_reruns)
 
 
 def test_the_real_rerun_makes_a_new_query(project):
-    pytest.importorskip("queries.services")
     dataset = project.datasets.first()
     output = OutputFactory(project=project, started_at=timezone.now() - dt.timedelta(minutes=5))
     services.mark_stale_for_datasets(dataset_ids=[dataset.pk], registered_at=timezone.now())
@@ -388,7 +387,7 @@ def test_the_signal_handler_marks_stale_and_never_raises(project, recorded_rerun
 
 
 def test_the_environment_signal_is_connected(project, recorded_reruns):
-    signals = pytest.importorskip("environment.signals", reason="environment.signals is not written yet")
+    from environment import signals
     dataset = project.datasets.first()
     output = OutputFactory(project=project, started_at=timezone.now() - dt.timedelta(minutes=5))
     signals.optouts_registered.send(sender=None, dataset_ids=[dataset.pk], registered_at=timezone.now())
