@@ -7,7 +7,13 @@ import json
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -86,29 +92,33 @@ class OutputDetailApi(APIView):
         return Response(_fresh(request, pk))
 
 
-class OutputRequestReleaseApi(APIView):
-    @extend_schema(request=OutputTransitionIn, responses=answers(OutputDetail, 400, 401, 403, 404, 409),
-                   description="A member asks for release (`pending`/`returned` → `submitted`); `comment` is a note "
-                               "to the checkers.")
+class _MemberTransitionApi(APIView):
+    """A member moves their output along its lifecycle through one service."""
+
+    service = None  # a function from outputs.services
+    action = ""  # for the refusal message: "only a member may <action>"
+
     def post(self, request, pk):
         output = selectors.output_get_for(user=request.user, pk=pk)
-        policies.require_member(request.user, output, "request its release")
+        policies.require_member(request.user, output, self.action)
         body = OutputTransitionIn(data=request.data)
         body.is_valid(raise_exception=True)
-        services.output_request_release(output=output, actor=request.user, request=request, **body.validated_data)
+        type(self).service(output=output, actor=request.user, request=request, **body.validated_data)
         return Response(_fresh(request, pk))
 
 
-class OutputWithdrawApi(APIView):
-    @extend_schema(request=OutputTransitionIn, responses=answers(OutputDetail, 400, 401, 403, 404, 409),
-                   description="A member withdraws the output (`pending`/`returned` → `withdrawn`).")
-    def post(self, request, pk):
-        output = selectors.output_get_for(user=request.user, pk=pk)
-        policies.require_member(request.user, output, "withdraw it")
-        body = OutputTransitionIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        services.output_withdraw(output=output, actor=request.user, request=request, **body.validated_data)
-        return Response(_fresh(request, pk))
+@extend_schema_view(post=extend_schema(
+    request=OutputTransitionIn, responses=answers(OutputDetail, 400, 401, 403, 404, 409),
+    description="A member asks for release (`pending`/`returned` → `submitted`); `comment` is a note to the checkers."))
+class OutputRequestReleaseApi(_MemberTransitionApi):
+    service, action = services.output_request_release, "request its release"
+
+
+@extend_schema_view(post=extend_schema(
+    request=OutputTransitionIn, responses=answers(OutputDetail, 400, 401, 403, 404, 409),
+    description="A member withdraws the output (`pending`/`returned` → `withdrawn`)."))
+class OutputWithdrawApi(_MemberTransitionApi):
+    service, action = services.output_withdraw, "withdraw it"
 
 
 class OutputReviewsApi(APIView):
