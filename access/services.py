@@ -12,7 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
-from audit.services import AuditDataRefused, audit_record
+from audit.actions import AuditAction
+from audit.services import audit_record
 from tre.errors import Invalid, WrongState
 from tre.roles import ROLE_ALIASES
 
@@ -23,16 +24,6 @@ PROJECT_PERMISSIONS = ("view_project", "run_query", "view_output")
 RESEARCH_PERMISSIONS = ("run_query", "view_output")
 
 
-def record(**kwargs):
-    """``audit_record`` that turns a refused event (e.g. a comment holding what looks like an NHS
-    number) into a 400 naming the field, instead of a 500. Call it inside the write's transaction."""
-    try:
-        return audit_record(**kwargs)
-    except AuditDataRefused as exc:
-        text = str(exc)
-        field = text.split(":", 1)[0].removeprefix("data").lstrip(".").split(".")[0].split("[")[0] or "detail"
-        raise Invalid(fields={field: ["must not contain a 10-digit number, a password, token or key "
-                                      "(it would be written to the audit log)"]}) from exc
 
 
 @transaction.atomic
@@ -46,7 +37,7 @@ def organisation_get_or_create(*, name: str, sector: str = Sector.ACADEMIC, acto
     if org:
         return org, False
     org = Organisation.objects.create(name=name, sector=sector)
-    record(actor=actor, action="organisation.created", target=org, data={"name": org.name, "sector": org.sector})
+    audit_record(actor=actor, action=AuditAction.ORGANISATION_CREATED, target=org, data={"name": org.name, "sector": org.sector})
     return org, True
 
 
@@ -61,7 +52,7 @@ def organisation_create(*, name: str, sector: str, actor, request=None) -> Organ
     if Organisation.objects.filter(name__iexact=name).exists():
         raise Invalid(fields={"name": [f"an organisation named {name!r} already exists"]})
     org = Organisation.objects.create(name=name, sector=sector)
-    record(actor=actor, action="organisation.created", target=org, data={"name": org.name, "sector": org.sector},
+    audit_record(actor=actor, action=AuditAction.ORGANISATION_CREATED, target=org, data={"name": org.name, "sector": org.sector},
            request=request)
     return org
 
@@ -80,16 +71,16 @@ def user_upsert(*, username: str, password: str | None, roles=(), organisation: 
         user.set_password(password)
         user.save(update_fields=["password"])
     if created:
-        audit_record(actor=actor, action="user.created", target=("user", user.pk), data={"username": username})
+        audit_record(actor=actor, action=AuditAction.USER_CREATED, target=("user", user.pk), data={"username": username})
     for role in roles:
         group, _ = Group.objects.get_or_create(name=ROLE_ALIASES[role].value)
         if not user.groups.filter(pk=group.pk).exists():
             user.groups.add(group)
-            audit_record(actor=actor, action="role.granted", target=("user", user.pk), data={"username": username, "role": group.name})
+            audit_record(actor=actor, action=AuditAction.ROLE_GRANTED, target=("user", user.pk), data={"username": username, "role": group.name})
     if staff is not None and user.is_staff != staff:
         user.is_staff = staff
         user.save(update_fields=["is_staff"])
-        audit_record(actor=actor, action="user.staff_set", target=("user", user.pk), data={"username": username, "staff": staff})
+        audit_record(actor=actor, action=AuditAction.USER_STAFF_SET, target=("user", user.pk), data={"username": username, "staff": staff})
     profile, _ = UserProfile.objects.get_or_create(user=user)
     if organisation:
         org, _ = organisation_get_or_create(name=organisation, sector=sector, actor=actor)
@@ -98,7 +89,7 @@ def user_upsert(*, username: str, password: str | None, roles=(), organisation: 
                 raise Invalid(fields={"organisation": [f"{username} already belongs to {profile.organisation.name}; a user belongs to one organisation"]})
             profile.organisation = org
             profile.save(update_fields=["organisation"])
-            audit_record(actor=actor, action="user.organisation_set", target=("user", user.pk), data={"username": username, "organisation": org.pk})
+            audit_record(actor=actor, action=AuditAction.USER_ORGANISATION_SET, target=("user", user.pk), data={"username": username, "organisation": org.pk})
     return user, created
 
 
@@ -127,7 +118,7 @@ def agreement_create(*, actor, organisation, datasets, title, valid_from, valid_
         prohibited_uses=list(dict.fromkeys(prohibited_uses)), commercial_use_allowed=commercial_use_allowed,
         valid_from=valid_from, valid_until=valid_until, created_by=actor)
     agreement.datasets.set(datasets)
-    record(actor=actor, action="agreement.created", target=agreement, data=_agreement_data(agreement),
+    audit_record(actor=actor, action=AuditAction.AGREEMENT_CREATED, target=agreement, data=_agreement_data(agreement),
            request=request)
     return agreement
 
@@ -143,7 +134,7 @@ def agreement_activate(*, agreement, actor, now=None, request=None) -> Agreement
                          status=Agreement.EXPIRED)
     agreement.status, agreement.activated_by, agreement.activated_at = Agreement.Status.ACTIVE, actor, now
     agreement.save(update_fields=["status", "activated_by", "activated_at"])
-    record(actor=actor, action="agreement.activated", target=agreement,
+    audit_record(actor=actor, action=AuditAction.AGREEMENT_ACTIVATED, target=agreement,
            data={"organisation": agreement.organisation_id}, request=request)
     return agreement
 
@@ -159,7 +150,7 @@ def agreement_revoke(*, agreement, actor, reason: str = "", now=None, request=No
     agreement.status, agreement.revoked_by, agreement.revoked_at = Agreement.Status.REVOKED, actor, now or timezone.now()
     agreement.revoke_reason = reason
     agreement.save(update_fields=["status", "revoked_by", "revoked_at", "revoke_reason"])
-    record(actor=actor, action="agreement.revoked", target=agreement,
+    audit_record(actor=actor, action=AuditAction.AGREEMENT_REVOKED, target=agreement,
            data={"organisation": agreement.organisation_id, "previous_status": previous, "comment": reason},
            request=request)
     return agreement
@@ -186,7 +177,7 @@ def project_permissions_grant(*, project, user, permissions, actor, reason: str,
     for perm in new:
         assign_perm(perm, user, project)
     if new:
-        record(actor=actor, action="permission.granted", target=project,
+        audit_record(actor=actor, action=AuditAction.PERMISSION_GRANTED, target=project,
                data={"username": user.get_username(), "permissions": new, "reason": reason}, request=request)
     return new
 
@@ -200,6 +191,6 @@ def project_permissions_revoke(*, project, user, permissions, actor, reason: str
     for perm in gone:
         remove_perm(perm, user, project)
     if gone:
-        record(actor=actor, action="permission.revoked", target=project,
+        audit_record(actor=actor, action=AuditAction.PERMISSION_REVOKED, target=project,
                data={"username": user.get_username(), "permissions": gone, "reason": reason}, request=request)
     return gone

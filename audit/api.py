@@ -9,6 +9,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.actions import AuditAction
 from tre.pagination import Pagination, paginated
 from tre.roles import Role, require_role
 
@@ -53,7 +54,7 @@ class AuditEventListApi(APIView):
         page = paginator.paginate_queryset(qs, request, view=self)
         body = [present_event(e) for e in page]
         with transaction.atomic():
-            audit_record(actor=request.user, action="audit.viewed", request=request,
+            audit_record(actor=request.user, action=AuditAction.AUDIT_VIEWED, request=request,
                          data={"filters": _filters_used(request.query_params), "events": len(body)})
         return paginator.get_paginated_response(body)
 
@@ -72,7 +73,7 @@ class AuditEventExportApi(APIView):
         require_role(request.user, Role.AUDITOR)
         qs = audit_event_list(params=request.query_params)
         with transaction.atomic():
-            audit_record(actor=request.user, action="audit.exported", request=request,
+            audit_record(actor=request.user, action=AuditAction.AUDIT_EXPORTED, request=request,
                          data={"filters": _filters_used(request.query_params)})
         writer = csv.writer(_Echo())
 
@@ -97,5 +98,5 @@ class AuditVerifyApi(APIView):
         require_role(request.user, Role.AUDITOR)
         result = verify_chain()
         with transaction.atomic():
-            audit_record(actor=request.user, action="audit.verified", request=request, data=result.as_dict())
+            audit_record(actor=request.user, action=AuditAction.AUDIT_VERIFIED, request=request, data=result.as_dict())
         return Response(result.as_dict())

@@ -8,7 +8,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .chain import GENESIS, canonical, event_hash
+from tre.errors import Invalid
+
+from .actions import AuditAction, action_of
+from .chain import GENESIS, canonical, event_hash, iso_utc
 from .models import AuditEvent
 
 # One constant key for the PostgreSQL advisory lock that serialises appends to the chain.
@@ -19,8 +22,13 @@ _FORBIDDEN_KEYS = {"password", "token", "nhs_number", "nhs_numbers", "secret", "
 _NHS_LIKE = re.compile(r"(?<!\d)\d{10}(?!\d)")
 
 
-class AuditDataRefused(ValueError):
-    pass
+class AuditDataRefused(Invalid):
+    """Event data that must never be audited: a 400 everywhere, naming the field it came from."""
+
+    def __init__(self, path: str, message: str):
+        field = path.removeprefix("data").lstrip(".").split(".")[0].split("[")[0] or "detail"
+        super().__init__(fields={field: [message + " (it would be written to the audit log)"]})
+        self.path = path
 
 
 def _clean_data(data) -> dict:
@@ -41,13 +49,13 @@ def _check_no_secrets(value, path="data"):
     if isinstance(value, dict):
         for k, v in value.items():
             if str(k).lower() in _FORBIDDEN_KEYS:
-                raise AuditDataRefused(f"{path}.{k}: audit events never hold passwords, tokens, keys or NHS numbers")
+                raise AuditDataRefused(f"{path}.{k}", "must not hold a password, token, key or NHS number")
             _check_no_secrets(v, f"{path}.{k}")
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_no_secrets(v, f"{path}[{i}]")
     elif isinstance(value, str) and _NHS_LIKE.search(value):
-        raise AuditDataRefused(f"{path}: a 10-digit number looks like an NHS number and is never audited")
+        raise AuditDataRefused(path, "must not contain a 10-digit number (it looks like an NHS number)")
 
 
 def _client_ip(request) -> str | None:
@@ -77,8 +85,6 @@ RETURNING seq, prev_hash, hash
 
 
 def _split_canonical(fields) -> tuple[str, str]:
-    from .chain import iso_utc
-
     body = {**fields, "timestamp": iso_utc(fields["timestamp"]), "seq": _SEQ_MARK}
     text = canonical(body).decode()
     mark = f',"seq":{_SEQ_MARK},'
@@ -126,11 +132,13 @@ def _project_of(project, target) -> int | None:
     return None
 
 
-def audit_record(*, actor, action: str, target=None, project=None, data=None, request=None, now=None) -> AuditEvent:
+def audit_record(*, actor, action: AuditAction, target=None, project=None, data=None, request=None, now=None) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction.
 
     ``actor`` is a user, a username string, or None for the system. ``target`` is a model
-    instance or a ``(type, id)`` tuple. If this fails the caller's transaction rolls back.
+    instance or a ``(type, id)`` tuple. ``action`` must be registered in ``audit/actions.py``.
+    Data that must never be audited raises ``AuditDataRefused`` (a 400 naming the field); if this
+    fails the caller's transaction rolls back.
     """
     if hasattr(actor, "pk"):
         actor_name = actor.get_username() if getattr(actor, "is_authenticated", False) else ""
@@ -142,7 +150,7 @@ def audit_record(*, actor, action: str, target=None, project=None, data=None, re
         timestamp=now or timezone.now(),
         actor=actor_name,
         actor_id=actor_id,
-        action=action,
+        action=str(action_of(action)),
         target_type=target_type,
         target_id=target_id,
         project=_project_of(project, target),

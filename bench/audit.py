@@ -56,7 +56,7 @@ def _writer(n, k, start_evt):
     start_evt.wait()
     for i in range(n):
         with transaction.atomic():
-            audit_record(actor=f"bench{k}", action="bench.append", target=("thing", i), project=1,
+            audit_record(actor=f"bench{k}", action="system.ping", target=("thing", i), project=1,
                          data={"k": k, "i": i, "comment": "a typical short comment"})
 
 

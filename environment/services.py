@@ -26,7 +26,8 @@ from django.db.models import Max, Min
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from audit.services import AuditDataRefused, audit_record
+from audit.actions import AuditAction
+from audit.services import audit_record
 from tre.errors import Invalid, NotFound, Unavailable, WrongState
 
 from . import store
@@ -68,13 +69,6 @@ class DatasetNotLoaded(WrongState, LookupError):
     """A dataset without a ready current version (409; a LookupError for the query runner)."""
 
 
-def record(**kwargs):
-    """``audit_record`` that turns a refused event into a 400 rather than a 500."""
-    try:
-        return audit_record(**kwargs)
-    except AuditDataRefused as exc:
-        raise Invalid("this would write something that looks like an NHS number, a password or a key "
-                      "to the audit log; refused") from exc
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -129,7 +123,7 @@ def dataset_create(*, actor, name, title, description="", identifier_column, col
     except IntegrityError:
         raise Invalid(fields={"name": [f"a dataset named '{name}' already exists"]}) from None
     stored = dataset.stored_columns()
-    record(actor=actor, action="dataset.created", target=dataset, request=request,
+    audit_record(actor=actor, action=AuditAction.DATASET_CREATED, target=dataset, request=request,
            data={"name": dataset.name, "columns": len(columns), "stored_columns": len(stored),
                  "dropped_columns": sum(1 for c in columns if c["drop"] and c["name"] != identifier_column)})
     return dataset
@@ -155,7 +149,7 @@ def version_upload(*, dataset, actor, incoming_path: Path, size: int, sha256: st
                 source_format=fmt if fmt in DatasetVersion.Format.values else "",
                 source_bytes=size, source_sha256=sha256, incoming_path=store.relpath(incoming_path), created_by=actor,
             )
-            record(actor=actor, action="dataset.version_uploaded", target=locked, request=request,
+            audit_record(actor=actor, action=AuditAction.DATASET_VERSION_UPLOADED, target=locked, request=request,
                    data={"version": number, "version_id": version.pk, "bytes": size, "format": fmt})
             transaction.on_commit(lambda: enqueue_ingest(version.pk))
     except BaseException:
@@ -310,7 +304,7 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                 else:  # a newer upload is current already: this one is ready but never used
                     version.superseded_at = now
                 version.save()
-                record(actor=None, action="dataset.version_ready", target=dataset,
+                audit_record(actor=None, action=AuditAction.DATASET_VERSION_READY, target=dataset,
                        data={"version": version.number, "version_id": version.pk, "row_count": version.row_count,
                              "person_count": version.person_count, "rows_opted_out": version.rows_removed,
                              "build_seconds": seconds, "current": becomes_current})
@@ -320,7 +314,7 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                 version.errors, version.error_count = result.errors, result.error_count
                 version.file_path = ""
                 version.save()
-                record(actor=None, action="dataset.version_failed", target=dataset,
+                audit_record(actor=None, action=AuditAction.DATASET_VERSION_FAILED, target=dataset,
                        data={"version": version.number, "version_id": version.pk, "error_count": version.error_count})
             transaction.on_commit(lambda: _after_ingest(incoming))
             return version
@@ -518,7 +512,7 @@ def optouts_register(*, actor, nhs_numbers, request=None, now=None) -> dict:
         new = [p for p in person_ids if p not in existing]
         OptOut.objects.bulk_create([OptOut(person_id=p, registered_at=now, registered_by=actor) for p in new], batch_size=5_000)
         counts = {"registered": len(new), "already_registered": len(person_ids) - len(new)}
-        record(actor=actor, action="optout.registered", request=request,
+        audit_record(actor=actor, action=AuditAction.OPTOUT_REGISTERED, request=request,
                data={**counts, "received": len(nhs_numbers)})
         if new:
             transaction.on_commit(lambda: _after_optouts(new, now))
@@ -724,7 +718,7 @@ def erase_dataset(*, dataset_id: int, watermark: int, now=None) -> dict | None:
             DatasetVersion.objects.filter(pk=version.pk).update(superseded_at=now)
             locked.current_version = new
             locked.save(update_fields=["current_version"])
-            record(actor=None, action="dataset.erased", target=locked,
+            audit_record(actor=None, action=AuditAction.DATASET_ERASED, target=locked,
                    data={"rows_removed": int(rows_removed), "persons_removed": int(persons_removed),
                          "from_version": version.number, "to_version": number, "optout_watermark": watermark})
     except BaseException:

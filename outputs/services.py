@@ -20,7 +20,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from access.services import record
+from audit.actions import AuditAction
+from audit.services import audit_record
 from queries.results import read_person_sets, read_result
 from tre.errors import Invalid, WrongState
 
@@ -158,7 +159,7 @@ def output_create_for_query(*, query) -> Output:
         sdc_params=dataclasses.asdict(params), columns=names, column_kinds=[c.kind for c in columns],
         safe=result.safe, flags=result.flags, differencing=stored,
     )
-    record(actor=None, action="output.created", target=output,
+    audit_record(actor=None, action=AuditAction.OUTPUT_CREATED, target=output,
            data={"query": query.pk, "sdc_status": output.sdc_status, "summary": output.sdc_summary,
                  "groups": len(rows)})
     missed = _optouts_after_run(query)
@@ -199,7 +200,7 @@ def output_request_release(*, output, actor, comment: str = "", request=None, no
     output.status, output.round = S.SUBMITTED, output.round + 1
     output.requested_at, output.request_comment = now or timezone.now(), comment or ""
     output.save(update_fields=["status", "round", "requested_at", "request_comment", "updated_at"])
-    record(actor=actor, action="output.release_requested", target=output, request=request,
+    audit_record(actor=actor, action=AuditAction.OUTPUT_RELEASE_REQUESTED, target=output, request=request,
            data={"round": output.round, "comment": output.request_comment})
     return output
 
@@ -212,7 +213,7 @@ def output_withdraw(*, output, actor, comment: str = "", request=None, now=None)
     policies.require_status(output, Output.WITHDRAWABLE, "be withdrawn")
     output.status, output.withdrawn_at = S.WITHDRAWN, now or timezone.now()
     output.save(update_fields=["status", "withdrawn_at", "updated_at"])
-    record(actor=actor, action="output.withdrawn", target=output, request=request,
+    audit_record(actor=actor, action=AuditAction.OUTPUT_WITHDRAWN, target=output, request=request,
            data={"round": output.round, "comment": comment or ""})
     return output
 
@@ -241,18 +242,18 @@ def output_review(*, output, actor, decision: str, comment: str, request=None, n
                                         round=output.round)
     except IntegrityError:  # a concurrent duplicate that slipped past the check above
         raise WrongState(f"you have already voted in round {output.round} of this output", status=output.status)
-    record(actor=actor, action="output.reviewed", target=output, request=request,
+    audit_record(actor=actor, action=AuditAction.OUTPUT_REVIEWED, target=output, request=request,
            data={"decision": decision, "round": output.round, "comment": comment})
     now = now or timezone.now()
     if decision == Vote.REJECT:
         output.status, output.decided_at = S.REJECTED, now
         output.save(update_fields=["status", "decided_at", "updated_at"])
-        record(actor=actor, action="output.rejected", target=output, request=request,
+        audit_record(actor=actor, action=AuditAction.OUTPUT_REJECTED, target=output, request=request,
                data={"round": output.round, "comment": comment})
     elif decision == Vote.RETURN:
         output.status, output.decided_at = S.RETURNED, now
         output.save(update_fields=["status", "decided_at", "updated_at"])
-        record(actor=actor, action="output.returned", target=output, request=request,
+        audit_record(actor=actor, action=AuditAction.OUTPUT_RETURNED, target=output, request=request,
                data={"round": output.round, "comment": comment})
     else:
         approvers = list(OutputReview.objects.filter(output=output, round=output.round, decision=Vote.APPROVE)
@@ -273,7 +274,7 @@ def _release(output, *, actor, approvers, comment, request, now) -> None:
     else:
         log.warning("output %s released without person sets: later outputs cannot be checked against it",
                     output.pk)
-    record(actor=actor, action="output.released", target=output, request=request,
+    audit_record(actor=actor, action=AuditAction.OUTPUT_RELEASED, target=output, request=request,
            data={"round": output.round, "approvers": approvers, "comment": comment,
                  "sdc_status": output.sdc_status, "summary": output.sdc_summary,
                  "differencing_groups_stored": groups})
@@ -288,7 +289,7 @@ def output_raw_viewed(*, output, actor, request=None) -> tuple[list[str], list[l
     from .selectors import raw_table
 
     columns, rows = raw_table(output)
-    record(actor=actor, action="output.raw_viewed", target=output, request=request,
+    audit_record(actor=actor, action=AuditAction.OUTPUT_RAW_VIEWED, target=output, request=request,
            data={"status": output.status, "round": output.round})
     return columns, rows
 
@@ -299,7 +300,7 @@ def output_downloaded(*, output, actor, file_format: str, request=None) -> None:
     has checked that ``actor`` is a member holding ``view_output``."""
     output = Output.objects.select_for_update().get(pk=output.pk)
     policies.require_status(output, (S.RELEASED,), "be downloaded")
-    record(actor=actor, action="output.downloaded", target=output, request=request,
+    audit_record(actor=actor, action=AuditAction.OUTPUT_DOWNLOADED, target=output, request=request,
            data={"file_format": file_format})
 
 
@@ -345,7 +346,7 @@ def _mark_stale(output, *, datasets, registered_at, actor) -> Output | None:
         log.error("output %s is stale but queries.services.query_rerun is missing: not re-run", output.pk)
     else:
         rerun_id = query_rerun(query=output.query, actor=actor, reason="stale").pk
-    record(actor=actor, action="output.stale", target=output,
+    audit_record(actor=actor, action=AuditAction.OUTPUT_STALE, target=output,
            data={"previous_status": previous, "datasets": datasets, "optouts_registered_at": registered_at,
                  "rerun_query": rerun_id, "comment": "an opt-out changed the data this output was computed from"})
     return output

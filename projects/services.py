@@ -24,8 +24,9 @@ from access.services import (
     RESEARCH_PERMISSIONS,
     project_permissions_grant,
     project_permissions_revoke,
-    record,
 )
+from audit.actions import AuditAction
+from audit.services import audit_record
 from environment.models import Dataset
 from tre.errors import Forbidden, Invalid, NotFound, WrongState
 from tre.roles import Role, has_role
@@ -92,7 +93,7 @@ def project_create(*, actor, data: dict, request=None) -> Project:
     project = Project.objects.create(lead=actor, organisation_id=org_id, **fields)
     project.datasets.set(datasets)
     ProjectMembership.objects.create(project=project, user=actor, role=ProjectMembership.Role.LEAD, added_by=actor)
-    record(actor=actor, action="project.created", target=project, request=request,
+    audit_record(actor=actor, action=AuditAction.PROJECT_CREATED, target=project, request=request,
            data={"title": project.title, "organisation": org_id, "lead": actor.get_username(),
                  "datasets": sorted(d.pk for d in datasets), "commercial": project.commercial})
     project_permissions_grant(project=project, user=actor, permissions=("view_project",), actor=actor,
@@ -121,7 +122,7 @@ def project_update(*, project, actor, data: dict, request=None) -> Project:
             changed.append("datasets")
     if changed:
         project.save()
-        record(actor=actor, action="project.updated", target=project, request=request, data={"fields": changed})
+        audit_record(actor=actor, action=AuditAction.PROJECT_UPDATED, target=project, request=request, data={"fields": changed})
     return project
 
 
@@ -139,7 +140,7 @@ def project_member_add(*, project, actor, username: str, request=None) -> Projec
         raise WrongState(f"{username} is already a member of this project")
     membership = ProjectMembership.objects.create(project=project, user=user, role=ProjectMembership.Role.MEMBER,
                                                   added_by=actor)
-    record(actor=actor, action="project.member_added", target=project, request=request,
+    audit_record(actor=actor, action=AuditAction.PROJECT_MEMBER_ADDED, target=project, request=request,
            data={"username": user.get_username(), "role": membership.role})
     permissions = ("view_project",)
     if project.effective_status() == S.APPROVED:
@@ -163,7 +164,7 @@ def project_member_remove(*, project, actor, username: str, request=None) -> Non
         raise WrongState("the project's lead cannot be removed from the project")
     user = membership.user
     membership.delete()
-    record(actor=actor, action="project.member_removed", target=project, request=request,
+    audit_record(actor=actor, action=AuditAction.PROJECT_MEMBER_REMOVED, target=project, request=request,
            data={"username": user.get_username(), "left": actor.pk == user.pk})
     project_permissions_revoke(project=project, user=user, permissions=PROJECT_PERMISSIONS, actor=actor,
                                reason="project.member_removed", request=request)
@@ -186,7 +187,7 @@ def project_submit(*, project, actor, now=None, request=None) -> Project:
     project.status, project.submitted_at = S.SUBMITTED, now or timezone.now()
     project.save(update_fields=["status", "submitted_at", "updated_at"])
     gaps = agreement_gaps_for([project])[project.pk]
-    record(actor=actor, action="project.submitted", target=project, request=request,
+    audit_record(actor=actor, action=AuditAction.PROJECT_SUBMITTED, target=project, request=request,
            data={"round": project.review_round,
                  "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
     return project
@@ -224,18 +225,18 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
     now = now or timezone.now()
     review = ProjectReview.objects.create(project=project, reviewer=actor, decision=decision, comment=comment,
                                           round=this_round)
-    record(actor=actor, action="project.reviewed", target=project, request=request,
+    audit_record(actor=actor, action=AuditAction.PROJECT_REVIEWED, target=project, request=request,
            data={"decision": decision, "comment": comment, "round": this_round, "review": review.pk})
 
     if decision == Vote.REJECT:
         project.status, project.rejected_at = S.REJECTED, now
         project.save(update_fields=["status", "rejected_at", "updated_at"])
-        record(actor=actor, action="project.rejected", target=project, request=request,
+        audit_record(actor=actor, action=AuditAction.PROJECT_REJECTED, target=project, request=request,
                data={"comment": comment, "round": this_round})
     elif decision == Vote.RETURN:
         project.status, project.review_round = S.RETURNED, this_round + 1
         project.save(update_fields=["status", "review_round", "updated_at"])
-        record(actor=actor, action="project.returned", target=project, request=request,
+        audit_record(actor=actor, action=AuditAction.PROJECT_RETURNED, target=project, request=request,
                data={"comment": comment, "round": this_round})
     else:
         approvals = _counted_approvals(project)
@@ -247,7 +248,7 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
 def _approve(project, *, actor, approvals, comment, now, request) -> None:
     project.status, project.approved_at = S.APPROVED, now
     project.save(update_fields=["status", "approved_at", "updated_at"])
-    record(actor=actor, action="project.approved", target=project, request=request,
+    audit_record(actor=actor, action=AuditAction.PROJECT_APPROVED, target=project, request=request,
            data={"round": project.review_round, "approvals": approvals, "comment": comment})
     if project.is_past_end(timezone.localdate(now)):
         _expire(project, now=now)  # approved after its end date: it reads as expired at once
@@ -264,7 +265,7 @@ def project_suspend(*, project, actor, comment: str = "", now=None, request=None
     policies.require_status(project, [S.APPROVED], "be suspended")
     project.status, project.suspended_at = S.SUSPENDED, now or timezone.now()
     project.save(update_fields=["status", "suspended_at", "updated_at"])
-    record(actor=actor, action="project.suspended", target=project, request=request, data={"comment": comment})
+    audit_record(actor=actor, action=AuditAction.PROJECT_SUSPENDED, target=project, request=request, data={"comment": comment})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.suspended", request=request)
     return project
 
@@ -276,7 +277,7 @@ def project_reinstate(*, project, actor, comment: str = "", request=None) -> Pro
     policies.require_status(project, [S.SUSPENDED], "be reinstated")  # an expired project cannot be
     project.status, project.suspended_at = S.APPROVED, None
     project.save(update_fields=["status", "suspended_at", "updated_at"])
-    record(actor=actor, action="project.reinstated", target=project, request=request, data={"comment": comment})
+    audit_record(actor=actor, action=AuditAction.PROJECT_REINSTATED, target=project, request=request, data={"comment": comment})
     _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.reinstated", request=request)
     return project
 
@@ -290,7 +291,7 @@ def project_close(*, project, actor, comment: str = "", now=None, request=None) 
     previous = project.effective_status()
     project.status, project.closed_at = S.CLOSED, now or timezone.now()
     project.save(update_fields=["status", "closed_at", "updated_at"])
-    record(actor=actor, action="project.closed", target=project, request=request,
+    audit_record(actor=actor, action=AuditAction.PROJECT_CLOSED, target=project, request=request,
            data={"comment": comment, "previous_status": previous})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.closed", request=request)
     return project
@@ -299,7 +300,7 @@ def project_close(*, project, actor, comment: str = "", now=None, request=None) 
 def _expire(project, *, now) -> None:
     project.expired_at = now
     project.save(update_fields=["expired_at", "updated_at"])
-    record(actor=None, action="project.expired", target=project, data={"end_date": project.end_date})
+    audit_record(actor=None, action=AuditAction.PROJECT_EXPIRED, target=project, data={"end_date": project.end_date})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=None, reason="project.expired")
 
 

@@ -17,6 +17,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.utils import timezone
 
 from access.decision import check_access, require_access
+from audit.actions import AuditAction
 from audit.services import audit_record
 from tre.errors import Invalid, WrongState
 
@@ -80,7 +81,7 @@ def query_submit(*, project, actor, sql, title: str = "", request=None) -> Query
             rewritten_sql=validated.rewritten_sql, persons_sql=validated.persons_sql,
             columns=[asdict(c) for c in validated.columns], datasets=list(validated.datasets),
         )
-        audit_record(actor=actor, action="query.submitted", target=query, project=project.pk, request=request,
+        audit_record(actor=actor, action=AuditAction.QUERY_SUBMITTED, target=query, project=project.pk, request=request,
                      data={"datasets": query.datasets, "title": query.title})
         transaction.on_commit(lambda: enqueue(query.pk))
     return query
@@ -111,11 +112,11 @@ def query_cancel(*, query, actor, request=None, now=None) -> Query:
         raise WrongState(f"query is {query.status}; only a queued or running query can be cancelled", status=query.status)
     if query.status == Query.Status.QUEUED:
         _finish(query, Query.Status.CANCELLED, now=now)
-        audit_record(actor=actor, action="query.cancelled", target=query, request=request, data={"while": "queued"})
+        audit_record(actor=actor, action=AuditAction.QUERY_CANCELLED, target=query, request=request, data={"while": "queued"})
     elif not query.cancel_requested:
         query.cancel_requested = True
         query.save(update_fields=["cancel_requested"])
-        audit_record(actor=actor, action="query.cancel_requested", target=query, request=request)
+        audit_record(actor=actor, action=AuditAction.QUERY_CANCEL_REQUESTED, target=query, request=request)
     return query
 
 
@@ -127,7 +128,7 @@ def query_rerun(*, query, actor=None, reason: str = "stale") -> Query:
             rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql, columns=query.columns,
             datasets=query.datasets, rerun_of=query,
         )
-        audit_record(actor=actor, action="query.rerun", target=new, project=query.project_id,
+        audit_record(actor=actor, action=AuditAction.QUERY_RERUN, target=new, project=query.project_id,
                      data={"rerun_of": query.pk, "reason": reason})
         transaction.on_commit(lambda: enqueue(new.pk))
     return new
@@ -198,7 +199,7 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
             return None  # idempotent: a redelivery of a finished query does nothing
         if query.cancel_requested:
             _finish(query, Query.Status.CANCELLED, now=now)
-            audit_record(actor=None, action="query.cancelled", target=query, data={"while": "queued"})
+            audit_record(actor=None, action=AuditAction.QUERY_CANCELLED, target=query, data={"while": "queued"})
             return None
         resuming = bool(task_id) and query.task_id == task_id  # a retry or redelivery of the same task
         if (query.status == Query.Status.RUNNING and not resuming and query.heartbeat_at
@@ -206,21 +207,21 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
             return None  # another worker is running it right now
         if query.attempts >= MAX_ATTEMPTS:
             _finish(query, Query.Status.FAILED, code="worker_lost", detail=f"{query.attempts} attempts did not finish", now=now)
-            audit_record(actor=None, action="query.failed", target=query, data={"code": "worker_lost"})
+            audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "worker_lost"})
             return None
         decision = check_access(user=query.submitted_by, project=query.project, datasets=query.datasets)
         if not decision.allowed:
             _finish(query, Query.Status.FAILED, code="access_refused", detail=decision.message, now=now)
             query.error = f"{GENERIC_ERRORS['access_refused']}: {decision.message} (rule {decision.rule})"
             query.save(update_fields=["error"])
-            audit_record(actor=None, action="query.failed", target=query, data={"code": "access_refused", "rule": decision.rule})
+            audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "access_refused", "rule": decision.rule})
             return None
         query.status, query.started_at, query.heartbeat_at = Query.Status.RUNNING, now, now
         query.task_id = task_id
         query.attempts += 1
         query.timings = {**query.timings, "queue_wait_ms": round((now - query.submitted_at).total_seconds() * 1000)}
         query.save()
-        audit_record(actor=None, action="query.started", target=query, data={"attempt": query.attempts})
+        audit_record(actor=None, action=AuditAction.QUERY_STARTED, target=query, data={"attempt": query.attempts})
         return query
 
 
@@ -322,15 +323,15 @@ def _complete(query: Query, *, code: str, detail: str, groups: int, total_ms: fl
         locked.timings, locked.dataset_versions, locked.optout_watermark = timings, query.dataset_versions, query.optout_watermark
         if locked.cancel_requested or code == "cancelled":
             _finish(locked, Query.Status.CANCELLED)
-            audit_record(actor=None, action="query.cancelled", target=locked, data={"while": "running"})
+            audit_record(actor=None, action=AuditAction.QUERY_CANCELLED, target=locked, data={"while": "running"})
             results.delete_result(locked.pk)
         elif code:
             _finish(locked, Query.Status.FAILED, code=code, detail=detail)
-            audit_record(actor=None, action="query.failed", target=locked, data={"code": code})
+            audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=locked, data={"code": code})
         else:
             locked.result_groups = groups
             _finish(locked, Query.Status.COMPLETED)
-            audit_record(actor=None, action="query.completed", target=locked,
+            audit_record(actor=None, action=AuditAction.QUERY_COMPLETED, target=locked,
                          data={"groups": groups, "total_ms": timings["total_ms"], "versions": locked.dataset_versions})
             from outputs.services import output_create_for_query
 
@@ -359,12 +360,12 @@ def sweep(*, now=None) -> dict:
             if q.attempts >= MAX_ATTEMPTS or (q.started_at and q.started_at < now - hard_limit):
                 _finish(q, Query.Status.FAILED, code="worker_lost" if q.attempts >= MAX_ATTEMPTS else "time_limit",
                         detail="the running attempt stopped reporting", now=now)
-                audit_record(actor=None, action="query.failed", target=q, data={"code": q.error_code, "by": "sweeper"})
+                audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=q, data={"code": q.error_code, "by": "sweeper"})
                 failed.append(q.pk)
             else:
                 q.status, q.enqueued_at = Query.Status.QUEUED, None
                 q.save(update_fields=["status", "enqueued_at"])
-                audit_record(actor=None, action="query.requeued", target=q, data={"attempts": q.attempts, "by": "sweeper"})
+                audit_record(actor=None, action=AuditAction.QUERY_REQUEUED, target=q, data={"attempts": q.attempts, "by": "sweeper"})
                 resent.append(q.pk)
     if failed or resent:
         from environment.services import reap_dead_sandboxes

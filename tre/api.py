@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from audit.actions import AuditAction
 from audit.services import audit_record
 
 from .health import health_report
@@ -105,14 +106,14 @@ class TokenApi(APIView):
                 except ValueError:
                     cache.set(k, 1, LOGIN_FAILURE_WINDOW)
             with transaction.atomic():
-                audit_record(actor=None, action="auth.login_failed", data={"username": username[:150]}, request=request)
+                audit_record(actor=None, action=AuditAction.AUTH_LOGIN_FAILED, data={"username": username[:150]}, request=request)
             return Response({"non_field_errors": ["unable to log in with the credentials given"]}, status=400)
         with transaction.atomic():
             token, created = Token.objects.get_or_create(user=user)
             if not created and token.created < _expiry_cutoff():
                 token.delete()
                 token = Token.objects.create(user=user)
-            audit_record(actor=user, action="auth.login_succeeded", target=("user", user.pk), request=request)
+            audit_record(actor=user, action=AuditAction.AUTH_LOGIN_SUCCEEDED, target=("user", user.pk), request=request)
         from datetime import timedelta
 
         return Response({"token": token.key, "expires_at": token.created + timedelta(hours=settings.TRE_TOKEN_TTL_HOURS)})

@@ -1,6 +1,7 @@
 from celery import shared_task
 from django.db import transaction
 
+from audit.actions import AuditAction
 from audit.services import audit_record
 
 
@@ -8,5 +9,5 @@ from audit.services import audit_record
 def ping(label: str) -> str:
     """A trivial audited task: proves a worker consumes the queue end to end."""
     with transaction.atomic():
-        audit_record(actor=None, action="system.ping", data={"label": label[:40]})
+        audit_record(actor=None, action=AuditAction.SYSTEM_PING, data={"label": label[:40]})
     return "pong"

@@ -16,10 +16,10 @@ from audit.verify import verify_chain
 from tests.factories import PASSWORD
 
 
-def _record(n, prefix="test"):
+def _record(n):
     for i in range(n):
         with transaction.atomic():
-            audit_record(actor=None, action=f"{prefix}.event", target=("thing", i), data={"i": i})
+            audit_record(actor=None, action="system.ping", target=("thing", i), data={"i": i})
 
 
 # --- the chain ------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def test_eight_concurrent_writers_never_fork_the_chain():
             barrier.wait()
             for i in range(per_thread):
                 with transaction.atomic():
-                    audit_record(actor=f"writer{k}", action="test.concurrent", data={"k": k, "i": i})
+                    audit_record(actor=f"writer{k}", action="system.ping", data={"k": k, "i": i})
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
@@ -160,7 +160,7 @@ def test_callers_change_rolls_back_when_the_audit_write_fails(db, monkeypatch):
 def test_refuses_secrets_and_nhs_numbers_in_data(db):
     for data in ({"password": "x"}, {"nested": {"token": "abc"}}, {"note": "patient 9434765919"}, {"nhs_numbers": []}):
         with pytest.raises(AuditDataRefused):
-            audit_record(actor=None, action="test.secret", data=data)
+            audit_record(actor=None, action="system.ping", data=data)
     assert AuditEvent.objects.count() == 0
 
 
@@ -245,3 +245,21 @@ def test_verify_api_and_command(auditor, client_for, trigger_off, capsys):
         call_command("verify_audit")
     assert exc.value.code == 1
     assert "seq 2" in capsys.readouterr().err
+
+
+def test_every_action_is_registered(db):
+    from audit.actions import AuditAction
+
+    with pytest.raises(ValueError, match="not a registered audit action"):
+        audit_record(actor=None, action="made.up", data={})
+    event = audit_record(actor=None, action=AuditAction.SYSTEM_PING, data={})
+    assert event.action == "system.ping"
+
+
+def test_refused_data_is_a_400_naming_the_field(db):
+    from tre.errors import Invalid
+
+    with pytest.raises(Invalid) as info:
+        audit_record(actor=None, action="system.ping", data={"comment": "call 9434765919"})
+    assert info.value.status_code == 400
+    assert list(info.value.fields) == ["comment"]

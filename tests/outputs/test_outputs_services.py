@@ -286,8 +286,8 @@ def test_released_person_sets_roll_back_with_a_failed_release(project, checkers,
             raise RuntimeError("audit down")
         return original(**kwargs)
 
-    original = services.record
-    monkeypatch.setattr(services, "record", broken)
+    original = services.audit_record
+    monkeypatch.setattr(services, "audit_record", broken)
     with pytest.raises(RuntimeError):
         services.output_review(output=output, actor=checkers[1], decision="approve", comment="fine")
     output.refresh_from_db()

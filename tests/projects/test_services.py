@@ -385,6 +385,7 @@ def _boom(*args, **kwargs):
 
 
 def test_create_rolls_back_when_the_audit_fails(lead, monkeypatch):
+    monkeypatch.setattr("projects.services.audit_record", _boom)
     monkeypatch.setattr("access.services.audit_record", _boom)
     with pytest.raises(Boom):
         services.project_create(actor=lead, data=_data())
@@ -419,6 +420,7 @@ def test_each_transition_rolls_back_when_its_audit_event_fails(step, lead, membe
         "suspend": lambda: services.project_suspend(project=project, actor=judge),
         "close": lambda: services.project_close(project=project, actor=lead),
     }[step]
+    monkeypatch.setattr("projects.services.audit_record", _boom)
     monkeypatch.setattr("access.services.audit_record", _boom)
     with pytest.raises(Boom):
         call()
