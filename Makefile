@@ -45,4 +45,4 @@ clean:
 
 ## make demo: a scripted walk through the whole lifecycle against the server `make run` started.
 demo: install
-	$(PY) -m tre.demo.walkthrough --base-url http://$(HOST):$(PORT)
+	$(PY) -m demo.walkthrough --base-url http://$(HOST):$(PORT)

@@ -1,4 +1,4 @@
-"""Organisations and data-access agreements. Views are thin: validate, call a selector/service."""
+"""Data-access agreements. Views are thin: validate, call a selector/service."""
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, mixins, status
@@ -10,35 +10,7 @@ from tre.roles import Role, require_role
 
 from . import selectors, services
 from .models import Agreement
-from .serializers import AgreementIn, AgreementOut, AgreementRevokeIn, OrganisationIn, OrganisationOut
-
-
-class OrganisationListApi(mixins.ListModelMixin, generics.GenericAPIView):
-    """``GET``: every organisation (any signed-in user). ``POST``: a new one (custodians)."""
-
-    serializer_class = OrganisationOut
-
-    def get_queryset(self):
-        return selectors.organisation_list()
-
-    @extend_schema(responses=answers(OrganisationOut(many=True), 401))
-    def get(self, request):
-        return self.list(request)
-
-    @extend_schema(request=OrganisationIn, responses=answers(OrganisationOut, 400, 401, 403, ok_code=201))
-    def post(self, request):
-        require_role(request.user, Role.CUSTODIAN)
-        body = OrganisationIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        org = services.organisation_create(actor=request.user, request=request, **body.validated_data)
-        return Response(OrganisationOut(org).data, status=status.HTTP_201_CREATED)
-
-
-class OrganisationDetailApi(APIView):
-    @extend_schema(responses=answers(OrganisationOut, 401, 404))
-    def get(self, request, pk):
-        return Response(OrganisationOut(selectors.organisation_get(pk=pk)).data)
-
+from .serializers import AgreementIn, AgreementOut, AgreementRevokeIn
 
 _agreement_filters = [
     OpenApiParameter("organisation", int, description="only this organisation's agreements"),

@@ -19,6 +19,9 @@ The rules run in this order and the first that fails names the refusal:
 
 "Such an agreement" is every agreement in force for the organisation and the dataset: where more
 than one covers a dataset, the most restrictive wins.
+
+``access`` sits below ``projects`` in the layers (DESIGN §1): the decision reads the project it is
+given (its ``status``, dates, ``memberships`` and ``datasets``) and never imports the projects app.
 """
 
 from collections import defaultdict
@@ -27,6 +30,10 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from tre.errors import Forbidden
+
+from .models import Agreement
+
+APPROVED = "approved"  # the one project status that may use data
 
 RULES = (
     "not_member",
@@ -91,7 +98,6 @@ def agreement_problem(rule: str, *, project, dataset_name: str, agreements) -> s
 
 def agreements_in_force(*, organisation_id, dataset_ids, today) -> dict[int, list]:
     """``{dataset_id: [agreements in force]}`` for one organisation, in one query."""
-    from .models import Agreement
 
     found: dict[int, list] = defaultdict(list)
     if organisation_id is None or not dataset_ids:
@@ -124,13 +130,11 @@ def check_access(*, user, project, datasets, today=None) -> Decision:
 
     ``project`` is used as given: pass a freshly loaded instance. Costs at most three queries.
     """
-    from projects.models import Project, ProjectMembership
-
     today = today or timezone.localdate()
     if (not getattr(user, "is_authenticated", False)
-            or not ProjectMembership.objects.filter(project_id=project.pk, user_id=user.pk).exists()):
+            or not project.memberships.filter(user_id=user.pk).exists()):
         return _deny("not_member", "you are not a member of this project")
-    if project.status != Project.Status.APPROVED:
+    if project.status != APPROVED:
         return _deny("project_not_approved",
                      f"the project is {project.effective_status(today)}; only an approved project may use data")
     if project.start_date is None or today < project.start_date:

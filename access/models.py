@@ -1,48 +1,8 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
-
-class Sector(models.TextChoices):
-    ACADEMIC = "academic"
-    NHS = "nhs"
-    COMMERCIAL = "commercial"
-    CHARITY = "charity"
-    GOVERNMENT = "government"
-
-
-class Organisation(models.Model):
-    name = models.CharField(max_length=200, unique=True)
-    sector = models.CharField(max_length=20, choices=Sector.choices, default=Sector.ACADEMIC)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self):
-        return self.name
-
-
-class UserProfile(models.Model):
-    """What tre knows of a user beyond Django's auth: the (at most one) organisation."""
-
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
-    organisation = models.ForeignKey(Organisation, null=True, blank=True, on_delete=models.PROTECT, related_name="people")
-
-    def __str__(self):
-        return f"{self.user} @ {self.organisation or '-'}"
-
-
-class Purpose(models.TextChoices):
-    """The one vocabulary of purposes: a project's ``purpose_categories`` and an agreement's
-    ``prohibited_uses`` are both drawn from it (DESIGN §8)."""
-
-    HEALTH_RESEARCH = "health_research"
-    SERVICE_PLANNING = "service_planning"
-    PUBLIC_HEALTH = "public_health"
-    COMMERCIAL_PRODUCT_DEVELOPMENT = "commercial_product_development"
-    MARKETING = "marketing"
-    INSURANCE = "insurance"
-    OTHER = "other"
+from organisations.models import Organisation
 
 
 class AgreementQuerySet(models.QuerySet):
@@ -109,8 +69,6 @@ class Agreement(models.Model):
         return f"{self.title} ({self.organisation})"
 
     def effective_status(self, today=None) -> str:
-        from django.utils import timezone
-
         today = today or timezone.localdate()
         if self.status != self.Status.REVOKED and self.valid_until is not None and self.valid_until < today:
             return self.EXPIRED

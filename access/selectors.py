@@ -1,4 +1,4 @@
-"""Reads for organisations and agreements, scoped by the reader's role."""
+"""Reads for agreements, scoped by the reader's role."""
 
 from collections import defaultdict
 
@@ -8,18 +8,7 @@ from tre.errors import NotFound
 from tre.roles import Role, require_role
 
 from .decision import AGREEMENT_RULES, agreement_problem
-from .models import Agreement, Organisation
-
-
-def organisation_list():
-    return Organisation.objects.all()
-
-
-def organisation_get(*, pk) -> Organisation:
-    org = Organisation.objects.filter(pk=pk).first()
-    if org is None:
-        raise NotFound("no such organisation")
-    return org
+from .models import Agreement
 
 
 def agreement_list_for(*, user):

@@ -2,35 +2,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from environment.models import Dataset
-from tre.openapi import NamedChoiceField
+from organisations.models import Organisation, Purpose
+from organisations.serializers import PurposeField
+from tre.openapi import NamedChoiceField, object_id
 
-from .models import Agreement, Organisation, Purpose, Sector
-
-BIGINT_MAX = 2**63 - 1
-
-
-def object_id(**kwargs):
-    return serializers.IntegerField(min_value=1, max_value=BIGINT_MAX, **kwargs)
-
-
-class PurposeField(NamedChoiceField):
-    """One word of the purpose vocabulary (``purpose_categories``, ``prohibited_uses``)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(enum_name="PurposeEnum", choices=Purpose.choices, **kwargs)
-
-
-class OrganisationIn(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    sector = NamedChoiceField(enum_name="SectorEnum", choices=Sector.choices)
-
-
-class OrganisationOut(serializers.ModelSerializer):
-    sector = NamedChoiceField(enum_name="SectorEnum", choices=Sector.choices)
-
-    class Meta:
-        model = Organisation
-        fields = ["id", "name", "sector", "created_at"]
+from .models import Agreement
 
 
 class FreeText(serializers.JSONField):

@@ -3,8 +3,6 @@ from django.urls import path
 from . import api
 
 urlpatterns = [
-    path("organisations/", api.OrganisationListApi.as_view(), name="organisations"),
-    path("organisations/<int:pk>/", api.OrganisationDetailApi.as_view(), name="organisation-detail"),
     path("agreements/", api.AgreementListApi.as_view(), name="agreements"),
     path("agreements/<int:pk>/", api.AgreementDetailApi.as_view(), name="agreement-detail"),
     path("agreements/<int:pk>/activate/", api.AgreementActivateApi.as_view(), name="agreement-activate"),

@@ -142,7 +142,7 @@ def main():
                           capture_output=True, text=True, check=True)
     tokens = demo_tokens(seed.stdout)
     researchers = [f"load{i:02d}" for i in range(args.researchers)]
-    make_users = ("from access.services import user_upsert\n"
+    make_users = ("from organisations.services import user_upsert\n"
                   f"for name in {researchers!r}:\n"
                   "    user_upsert(username=name, password='load-password-123', organisation='University of Exampleton')")
     subprocess.run(manage + ["shell", "-c", make_users], cwd=ROOT, env=base_env, check=True, capture_output=True)

@@ -83,10 +83,10 @@ def run(args):
     import duckdb
     from django.contrib.auth import get_user_model
 
-    from access.services import user_upsert
+    from demo.data import write_csv
+    from demo.flow import DEMO_PASSWORD, PEOPLE, Flow, InProcess
     from environment.models import Dataset
-    from tre.demo.data import write_csv
-    from tre.demo.flow import DEMO_PASSWORD, PEOPLE, Flow, InProcess
+    from organisations.services import user_upsert
 
     for p in PEOPLE:
         user_upsert(username=p.username, password=DEMO_PASSWORD, roles=[p.role] if p.role else [],

@@ -12,7 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from outputs.sdc import BitMap64, apply_sdc, deserialize_sets, find_differencing, serialize_sets  # noqa: E402
+from pyroaring import BitMap64  # noqa: E402
+
+from outputs.sdc import apply_sdc, find_differencing  # noqa: E402
+from queries.personsets import deserialize_sets, serialize_sets  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,13 @@ errors (403 naming the rule, 409 naming the state) and change nothing.
   an output of a project they belong to (they see it as a member).
 """
 
+from projects.policies import is_member
 from tre.errors import Forbidden, WrongState
 from tre.roles import Role, has_role, require_role
 
 CHECKER_PROJECT_MEMBER = "checker_project_member"
 MEMBER_ONLY = "project_member_only"
 VIEW_OUTPUT = "view_output"
-
-
-def is_member(user, project) -> bool:
-    from projects.selectors import is_member as project_is_member
-
-    return project_is_member(user, project)
 
 
 def may_view_output(user, project) -> bool:

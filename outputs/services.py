@@ -22,13 +22,16 @@ from django.utils import timezone
 
 from audit.actions import AuditAction
 from audit.services import audit_record
+from environment.models import Dataset, OptOut
+from queries.personsets import deserialize_sets
 from queries.results import read_person_sets, read_result
+from queries.services import query_rerun
 from tre.errors import Invalid, WrongState
 
 from . import policies
 from .models import Output, OutputReview, ReleasedPersonSets
-from .sdc import SdcParams, apply_sdc, deserialize_sets, find_differencing
-from .selectors import pick_columns
+from .sdc import SdcParams, apply_sdc, find_differencing
+from .selectors import pick_columns, raw_table
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +52,13 @@ class _Column:
     total: str | None = None
 
 
-_PARAM_FIELDS = {f.name for f in dataclasses.fields(SdcParams)}
 
 
-def sdc_params_for(dataset_names) -> SdcParams:
-    """The SDC rules from settings (``TRE_SDC_*``), made stricter by every dataset's declared
-    ``sdc_overrides`` (``{threshold, rounding_base, nk_n, nk_k, p_percent, zeros_disclosive}``;
-    unknown keys are ignored, and an override can never loosen a rule)."""
-    from environment.models import Dataset
-
-    params = SdcParams(threshold=settings.TRE_SDC_THRESHOLD, rounding_base=settings.TRE_SDC_ROUNDING_BASE,
-                       nk_n=settings.TRE_SDC_NK_N, nk_k=settings.TRE_SDC_NK_K, p_percent=settings.TRE_SDC_P_PERCENT,
-                       zeros_disclosive=getattr(settings, "TRE_SDC_ZEROS_DISCLOSIVE", False))
-    names = [n for n in dataset_names or [] if n]
-    if not names:
-        return params
-    match = Q()
-    for name in names:
-        match |= Q(name__iexact=name)
-    for dataset in Dataset.objects.filter(match):
-        overrides = getattr(dataset, "sdc_overrides", None) or {}
-        if not isinstance(overrides, dict):
-            log.warning("dataset %s: sdc_overrides is not an object; ignored", dataset.pk)
-            continue
-        known = {k: v for k, v in overrides.items() if k in _PARAM_FIELDS}
-        if unknown := sorted(set(overrides) - _PARAM_FIELDS):
-            log.warning("dataset %s: unknown SDC overrides ignored: %s", dataset.pk, ", ".join(unknown))
-        try:
-            params = params.stricter(**known)
-        except (TypeError, ValueError) as exc:
-            log.warning("dataset %s: SDC overrides ignored (%s)", dataset.pk, exc)
-    return params
+def sdc_params_for() -> SdcParams:
+    """The SDC rules in force, from settings (``TRE_SDC_*``)."""
+    return SdcParams(threshold=settings.TRE_SDC_THRESHOLD, rounding_base=settings.TRE_SDC_ROUNDING_BASE,
+                     nk_n=settings.TRE_SDC_NK_N, nk_k=settings.TRE_SDC_NK_K, p_percent=settings.TRE_SDC_P_PERCENT,
+                     zeros_disclosive=settings.TRE_SDC_ZEROS_DISCLOSIVE)
 
 
 def plain(value):
@@ -133,7 +112,7 @@ def output_create_for_query(*, query) -> Output:
     result_columns, rows = read_result(query.pk)
     # Non-finite floats (NaN from an engine) read as null statistics; JSON columns cannot hold them.
     rows = pick_columns(result_columns, rows, list(result_columns))
-    params = sdc_params_for(query.datasets)
+    params = sdc_params_for()
 
     findings = _differencing(query, params)
     names = [c.name for c in columns]
@@ -176,8 +155,6 @@ def _optouts_after_run(query):
     """When the newest opt-out the query's sandbox did not exclude was registered (None if there is
     none). Conservative: any such opt-out counts, whatever dataset its person is in (rare: only
     while a query runs), at the price of a re-run."""
-    from environment.models import OptOut
-
     if query.optout_watermark is None:
         return None
     return (OptOut.objects.filter(pk__gt=query.optout_watermark).order_by("-pk")
@@ -286,8 +263,6 @@ def _release(output, *, actor, approvers, comment, request, now) -> None:
 def output_raw_viewed(*, output, actor, request=None) -> tuple[list[str], list[list]]:
     """The raw table for a checker's view, with the ``output.raw_viewed`` event that every view of
     a raw output leaves. The caller has checked that ``actor`` sees the checker view."""
-    from .selectors import raw_table
-
     columns, rows = raw_table(output)
     audit_record(actor=actor, action=AuditAction.OUTPUT_RAW_VIEWED, target=output, request=request,
            data={"status": output.status, "round": output.round})
@@ -311,8 +286,6 @@ def mark_stale_for_datasets(*, dataset_ids, registered_at, actor=None) -> list[O
     ``dataset_ids`` and started before ``registered_at`` become ``stale``, and their queries are
     re-run (``queries.services.query_rerun``). One transaction per output, so one failure does not
     keep the others from going stale. Returns the outputs marked."""
-    from environment.models import Dataset
-
     names = {n.lower() for n in Dataset.objects.filter(pk__in=list(dataset_ids)).values_list("name", flat=True)}
     if not names:
         return []
@@ -339,13 +312,7 @@ def _mark_stale(output, *, datasets, registered_at, actor) -> Output | None:
     previous = output.status
     output.status, output.stale_at = S.STALE, timezone.now()
     output.save(update_fields=["status", "stale_at", "updated_at"])
-    rerun_id = None
-    try:
-        from queries.services import query_rerun
-    except ImportError:  # pragma: no cover - the query app always provides it
-        log.error("output %s is stale but queries.services.query_rerun is missing: not re-run", output.pk)
-    else:
-        rerun_id = query_rerun(query=output.query, actor=actor, reason="stale").pk
+    rerun_id = query_rerun(query=output.query, actor=actor, reason="stale").pk
     audit_record(actor=actor, action=AuditAction.OUTPUT_STALE, target=output,
            data={"previous_status": previous, "datasets": datasets, "optouts_registered_at": registered_at,
                  "rerun_query": rerun_id, "comment": "an opt-out changed the data this output was computed from"})

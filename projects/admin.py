@@ -1,8 +1,8 @@
-"""Read-only admin of projects, memberships and reviews (see access/admin.py for who may read)."""
+"""Read-only admin of projects, memberships and reviews (see tre/admin.py for who may read)."""
 
 from django.contrib import admin
 
-from access.admin import ReadOnlyAdmin
+from tre.admin import GovernanceAdmin, may_read_governance
 
 from .models import Project, ProjectMembership, ProjectReview
 
@@ -21,8 +21,6 @@ class MembershipInline(admin.TabularInline):
         return False
 
     def has_view_permission(self, request, obj=None):
-        from access.admin import may_read_governance
-
         return may_read_governance(request.user)
 
 
@@ -33,7 +31,7 @@ class ReviewInline(MembershipInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(ReadOnlyAdmin):
+class ProjectAdmin(GovernanceAdmin):
     list_display = ["title", "organisation", "lead", "status", "commercial", "start_date", "end_date", "approved_at"]
     list_filter = ["status", "commercial"]
     list_select_related = ["organisation", "lead"]

@@ -2,14 +2,14 @@
 user may see (404 otherwise), check who may act (403), validate (400), call one service."""
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, mixins, status
+from rest_framework import generics, mixins, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.selectors import agreement_gaps_for
 from tre.openapi import answers
-from tre.roles import Role, has_role
+from tre.roles import Role, has_role, user_roles
 
 from . import policies, selectors, services
 from .models import ProjectReview
@@ -192,3 +192,27 @@ class RegisterApi(mixins.ListModelMixin, generics.GenericAPIView):
     )
     def get(self, request):
         return self.list(request)
+
+
+# --- me: who am I, and in which projects ------------------------------------------------------
+
+class MeOut(serializers.Serializer):
+    username = serializers.CharField()
+    roles = serializers.ListField(child=serializers.CharField())
+    organisation = serializers.IntegerField(allow_null=True)
+    organisation_name = serializers.CharField(allow_null=True)
+    projects = serializers.ListField(child=serializers.DictField())
+
+
+class MeApi(APIView):
+    @extend_schema(responses={200: MeOut, 401: None})
+    def get(self, request):
+        user = request.user
+        org = getattr(getattr(user, "profile", None), "organisation", None)
+        return Response({
+            "username": user.get_username(),
+            "roles": sorted(user_roles(user)),
+            "organisation": org.pk if org else None,
+            "organisation_name": org.name if org else None,
+            "projects": selectors.member_projects(user),
+        })

@@ -27,7 +27,7 @@ class Project(models.Model):
     title = models.CharField(max_length=200)
     lay_summary = models.TextField(blank=True)
     purpose = models.TextField(blank=True)
-    purpose_categories = models.JSONField(default=list, blank=True)  # values of access.models.Purpose
+    purpose_categories = models.JSONField(default=list, blank=True)  # values of organisations.models.Purpose
     public_benefit = models.TextField(blank=True)
     legal_basis = models.TextField(blank=True)  # free text (e.g. "GDPR 6(1)(e), 9(2)(j)")
     commercial = models.BooleanField(default=False)
@@ -37,7 +37,7 @@ class Project(models.Model):
     ethics_reference = models.CharField(max_length=200, blank=True)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT, db_index=True)
-    organisation = models.ForeignKey("access.Organisation", null=True, blank=True, on_delete=models.PROTECT,
+    organisation = models.ForeignKey("organisations.Organisation", null=True, blank=True, on_delete=models.PROTECT,
                                      related_name="projects")
     lead = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="led_projects")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="ProjectMembership",

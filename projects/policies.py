@@ -1,7 +1,7 @@
 """Who may act on a project, and in which states. Pure rules; they raise the domain errors
 (403 naming the rule, 409 naming the state) and change nothing."""
 
-from access.models import UserProfile
+from organisations.models import UserProfile
 from tre.errors import Forbidden, WrongState
 from tre.roles import Role, has_role, require_role
 

@@ -18,12 +18,10 @@ from environment.models import Dataset
 from tre.errors import Invalid, NotFound
 from tre.roles import Role, has_role
 
-from . import policies
 from .models import Project, ProjectMembership, ProjectReview
 
 REGISTER_STATUSES = (Project.Status.APPROVED, Project.Status.SUSPENDED, Project.Status.CLOSED)  # + read-time expired
 
-is_member = policies.is_member  # ``is_member(user, project) -> bool`` for the query and output apps
 
 
 def _with_relations(queryset):

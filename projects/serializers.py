@@ -1,9 +1,9 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from access.models import Purpose
-from access.serializers import PurposeField, object_id
-from tre.openapi import NamedChoiceField
+from organisations.models import Purpose
+from organisations.serializers import PurposeField
+from tre.openapi import NamedChoiceField, object_id
 
 from .models import Project, ProjectReview
 

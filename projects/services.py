@@ -17,21 +17,16 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from access.models import UserProfile
 from access.selectors import agreement_gaps_for
-from access.services import (
-    PROJECT_PERMISSIONS,
-    RESEARCH_PERMISSIONS,
-    project_permissions_grant,
-    project_permissions_revoke,
-)
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset
+from organisations.models import UserProfile
 from tre.errors import Forbidden, Invalid, NotFound, WrongState
 from tre.roles import Role, has_role
 
 from . import policies
+from .grants import PROJECT_PERMISSIONS, RESEARCH_PERMISSIONS, project_permissions_grant, project_permissions_revoke
 from .models import Project, ProjectMembership, ProjectReview
 
 S = Project.Status

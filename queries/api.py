@@ -5,7 +5,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from projects.selectors import is_member, project_get_for
+from projects.policies import is_member
+from projects.selectors import project_get_for
 from tre.errors import Forbidden
 from tre.pagination import Pagination, paginated
 

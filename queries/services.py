@@ -12,6 +12,8 @@ from dataclasses import asdict
 from datetime import timedelta
 from decimal import Decimal
 
+import duckdb
+import pyarrow as pa
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
@@ -19,11 +21,16 @@ from django.utils import timezone
 from access.decision import check_access, require_access
 from audit.actions import AuditAction
 from audit.services import audit_record
+from environment.models import Dataset
+from environment.sandbox import dataset_schema, open_sandbox
+from environment.services import reap_dead_sandboxes
 from tre.errors import Invalid, WrongState
 
 from . import results
 from .models import Query
-from .sql import QueryRejected, referenced_datasets, validate_and_rewrite
+from .personsets import serialize_uint64_sets
+from .signals import query_completed
+from .sql import PERSON_KEYS, QueryRejected, referenced_datasets, validate_and_rewrite
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ GENERIC_ERRORS = {
     "worker_lost": "the worker running the query stopped; it was not finished",
     "no_data": "a dataset the query reads has no data loaded",
     "store_error": "the result could not be stored",
+    "system_error": "the environment could not finish the query; the operators have been told",
 }
 
 
@@ -56,9 +64,6 @@ def query_submit(*, project, actor, sql, title: str = "", request=None) -> Query
     Order: the SQL is parsed just enough to list its datasets; the access decision (403 naming the
     rule); then every rule of the query language (400 ``{"sql": [...]}``).
     """
-    from environment.models import Dataset
-    from environment.sandbox import dataset_schema
-
     if not isinstance(sql, str) or not sql.strip():
         raise Invalid(fields={"sql": ["a query is required"]})
     max_bytes = settings.TRE_MAX_QUERY_BYTES
@@ -235,12 +240,6 @@ def _plain(value):
 def _execute(query: Query, sandbox, max_groups: int) -> tuple[list[str], list, bytes]:
     """Run the rewritten SQL once; split off each group's person keys (zero-copy from Arrow) for
     the differencing check and return the aggregate table, its columns and the packed person sets."""
-    import pyarrow as pa
-
-    from outputs.sdc import serialize_uint64_sets
-
-    from .sql import PERSON_KEYS
-
     started = time.monotonic()
     reader = sandbox.conn.sql(query.rewritten_sql).to_arrow_reader(batch_size=max(1024, max_groups + 1))
     batches, groups = [], 0
@@ -274,11 +273,6 @@ class _TooManyGroups(Exception):
 
 def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
     """Run one query inside the environment (the Celery task's body). Idempotent."""
-    import duckdb
-
-    from environment.models import Dataset
-    from environment.sandbox import open_sandbox
-
     query = _claim(query_id, now or timezone.now(), task_id)
     if query is None:
         return None
@@ -333,10 +327,23 @@ def _complete(query: Query, *, code: str, detail: str, groups: int, total_ms: fl
             _finish(locked, Query.Status.COMPLETED)
             audit_record(actor=None, action=AuditAction.QUERY_COMPLETED, target=locked,
                          data={"groups": groups, "total_ms": timings["total_ms"], "versions": locked.dataset_versions})
-            from outputs.services import output_create_for_query
-
-            output_create_for_query(query=locked)
+            _hand_over(locked)
         return locked
+
+
+def _hand_over(query: Query) -> None:
+    """Send ``query_completed`` (outputs runs disclosure control and creates the output) in the
+    completion's transaction. If a receiver raises, its writes roll back to a savepoint and the
+    query ends ``failed`` with ``system_error`` at once, instead of staying ``running`` until the
+    sweeper gives up on it."""
+    try:
+        with transaction.atomic():
+            query_completed.send(sender=Query, query=query)
+    except Exception as exc:
+        log.exception("query %s: the hand-over to outputs failed", query.pk)
+        _finish(query, Query.Status.FAILED, code="system_error", detail=f"{type(exc).__name__}: {exc}")
+        audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "system_error"})
+        results.delete_result(query.pk)
 
 
 # --- the sweeper ---------------------------------------------------------------------------------
@@ -368,8 +375,6 @@ def sweep(*, now=None) -> dict:
                 audit_record(actor=None, action=AuditAction.QUERY_REQUEUED, target=q, data={"attempts": q.attempts, "by": "sweeper"})
                 resent.append(q.pk)
     if failed or resent:
-        from environment.services import reap_dead_sandboxes
-
         reap_dead_sandboxes()  # the dead attempts' sandboxes and leases, at once
     stuck = Query.objects.filter(status=Query.Status.QUEUED, cancel_requested=False).filter(
         enqueued_at__isnull=True, submitted_at__lt=now - ENQUEUE_GRACE)

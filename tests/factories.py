@@ -2,8 +2,8 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from access.models import Organisation, Sector, UserProfile
 from environment.models import Dataset
+from organisations.models import Organisation, Sector, UserProfile
 from tre.roles import ROLE_ALIASES
 
 PASSWORD = "correct-horse-battery"
@@ -196,8 +196,8 @@ class CompletedQueryFactory(factory.django.DjangoModelFactory):
                 person_sets=None, datasets=None, started_at=None, finished_at=None, **kwargs):
         from pyroaring import BitMap64
 
-        from outputs.sdc import serialize_sets
         from queries import results
+        from queries.personsets import serialize_sets
 
         if project is None:
             project = ProjectFactory(status="approved")

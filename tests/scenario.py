@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from demo.data import COLUMNS, records, to_csv
 from environment.pseudonym import person_id_for
-from tre.demo.data import COLUMNS, records, to_csv
 
 
 def ok(response, *codes):

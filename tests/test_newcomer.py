@@ -44,7 +44,7 @@ def test_docs_and_health_are_served(embedded):
 
 def test_make_demo_walkthrough_succeeds(embedded):
     base, _ = embedded
-    r = subprocess.run([sys.executable, "-m", "tre.demo.walkthrough", "--base-url", base], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "demo.walkthrough", "--base-url", base], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "The whole lifecycle worked" in r.stdout
@@ -56,7 +56,7 @@ def test_make_demo_walkthrough_succeeds(embedded):
 def test_make_demo_fails_loudly_without_a_server():
     from tests.servers import free_port
 
-    r = subprocess.run([sys.executable, "-m", "tre.demo.walkthrough", "--base-url", f"http://127.0.0.1:{free_port()}"],
+    r = subprocess.run([sys.executable, "-m", "demo.walkthrough", "--base-url", f"http://127.0.0.1:{free_port()}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Is `make run` running?" in r.stderr
 

@@ -32,7 +32,7 @@ def _collect_beat_schedule(sender, **kwargs):
     from django.conf import settings
 
     schedule = dict(settings.CELERY_BEAT_SCHEDULE)
-    for label in ("tre", "audit", "access", "environment", "projects", "queries", "outputs"):
+    for label in ("audit", "organisations", "environment", "access", "projects", "queries", "outputs"):
         try:
             module = import_module(f"{label}.tasks")
         except ModuleNotFoundError:

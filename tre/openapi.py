@@ -48,3 +48,11 @@ class NamedChoiceFieldExtension(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema, direction):
         return {"type": "string", "enum": list(self.target.choices)}
+
+
+BIGINT_MAX = 2**63 - 1
+
+
+def object_id(**kwargs):
+    """A reference to another object by id (a positive 64-bit integer)."""
+    return serializers.IntegerField(min_value=1, max_value=BIGINT_MAX, **kwargs)

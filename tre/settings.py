@@ -66,11 +66,13 @@ INSTALLED_APPS = [
     "guardian",
     "tre",
     "audit",
-    "access",
+    "organisations",
     "environment",
+    "access",
     "projects",
     "queries",
     "outputs",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -179,7 +181,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "ENUM_NAME_OVERRIDES": {
-        "PurposeEnum": "access.models.Purpose",
+        "PurposeEnum": "organisations.models.Purpose",
     },
 }
 
@@ -229,6 +231,7 @@ TRE_SDC_ROUNDING_BASE = env.int("TRE_SDC_ROUNDING_BASE", default=5)
 TRE_SDC_NK_N = env.int("TRE_SDC_NK_N", default=2)
 TRE_SDC_NK_K = env.float("TRE_SDC_NK_K", default=0.9)
 TRE_SDC_P_PERCENT = env.float("TRE_SDC_P_PERCENT", default=0.1)
+TRE_SDC_ZEROS_DISCLOSIVE = env.bool("TRE_SDC_ZEROS_DISCLOSIVE", default=False)  # all-zero sums fail p% (ACRO: true)
 TRE_DUMMY_ROWS = env.int("TRE_DUMMY_ROWS", default=10_000)  # rows of each dataset's dummy twin
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRE_MAX_QUERY_BYTES * 2, 2_621_440)

@@ -2,12 +2,16 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from organisations import api as organisations_api
+from projects import api as projects_api
+
 from . import api
 
 api_v1 = [
     path("", api.ApiRootApi.as_view(), name="api-root"),
-    path("auth/token/", api.TokenApi.as_view(), name="auth-token"),
-    path("me/", api.MeApi.as_view(), name="me"),
+    path("auth/token/", organisations_api.TokenApi.as_view(), name="auth-token"),
+    path("me/", projects_api.MeApi.as_view(), name="me"),
+    path("", include("organisations.urls")),
     path("", include("access.urls")),
     path("", include("environment.urls")),
     path("", include("projects.urls")),

@@ -6,8 +6,10 @@ import pytest
 from django.utils import timezone
 
 from access import services
-from access.models import Agreement, Organisation
+from access.models import Agreement
 from audit.models import AuditEvent
+from organisations import services as organisation_services
+from organisations.models import Organisation
 from tests.factories import AgreementFactory, DatasetFactory, OrganisationFactory, UserFactory
 from tre.errors import Invalid, WrongState
 
@@ -59,8 +61,8 @@ def test_organisation_bad_input(custodian, client_for, bad, field):
 
 
 def test_organisation_get_or_create_still_works():
-    org, created = services.organisation_get_or_create(name="Gamma", sector="charity")
-    again, created_again = services.organisation_get_or_create(name="gamma")
+    org, created = organisation_services.organisation_get_or_create(name="Gamma", sector="charity")
+    again, created_again = organisation_services.organisation_get_or_create(name="gamma")
     assert created and not created_again and again == org
 
 

@@ -8,11 +8,11 @@ from django.core.management import call_command
 from django.db import IntegrityError, InternalError, ProgrammingError, connection, connections, transaction
 from django.utils import timezone
 
-from access.models import Organisation
-from access.services import organisation_get_or_create
 from audit.models import AppendOnly, AuditEvent
 from audit.services import AuditDataRefused, audit_record
 from audit.verify import verify_chain
+from organisations.models import Organisation
+from organisations.services import organisation_get_or_create
 from tests.factories import PASSWORD
 
 
@@ -150,7 +150,7 @@ def test_callers_change_rolls_back_when_the_audit_write_fails(db, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr("access.services.audit_record", broken)
+    monkeypatch.setattr("organisations.services.audit_record", broken)
     with pytest.raises(RuntimeError):
         organisation_get_or_create(name="Rolled Back Ltd", sector="commercial")
     assert not Organisation.objects.filter(name="Rolled Back Ltd").exists()

@@ -14,11 +14,11 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from demo.data import records
 from queries.models import Query
 from queries.services import ENQUEUE_GRACE, sweep
 from tests.conftest import wait_for
 from tests.scenario import Scenario
-from tre.demo.data import records
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from demo.data import COLUMNS, records, to_csv
 from environment.models import Dataset, DatasetVersion
 from tests.scenario import ok
-from tre.demo.data import COLUMNS, records, to_csv
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

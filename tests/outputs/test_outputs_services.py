@@ -3,8 +3,6 @@ stale marking after opt-outs. Outputs are made without the worker: a completed Q
 raw result written to the store (tests.factories.CompletedQueryFactory)."""
 
 import datetime as dt
-import sys
-import types
 
 import pytest
 from django.utils import timezone
@@ -90,33 +88,13 @@ def test_dominance_on_sums_suppresses_only_that_statistic(project):
     assert output.flags[1] == {"cost": ["secondary"]}
 
 
-def test_settings_and_stricter_dataset_overrides(project, settings, monkeypatch):
-    from environment.models import Dataset
-
+def test_the_rules_in_force_come_from_settings(project, settings):
     settings.TRE_SDC_THRESHOLD = 5
     settings.TRE_SDC_ROUNDING_BASE = 1
     query = CompletedQueryFactory(project=project, rows=[["north", 23, 23], ["south", 12, 12], ["east", 7, 7]])
     output = services.output_create_for_query(query=query)
     assert output.sdc_status == "pass" and output.safe == [["north", 23, 23], ["south", 12, 12], ["east", 7, 7]]
-
-    # a dataset may only make the rules stricter: threshold 20 wins, a looser rounding base does not
-    monkeypatch.setattr(Dataset, "sdc_overrides", {"threshold": 20, "rounding_base": 1, "nonsense": 3},
-                        raising=False)
-    query = CompletedQueryFactory(project=project, rows=[["north", 23, 23], ["south", 12, 12], ["east", 7, 7]])
-    output = services.output_create_for_query(query=query)
-    assert output.sdc_params["threshold"] == 20 and output.sdc_params["rounding_base"] == 1
-    assert [row[1] for row in output.safe] == [23, None, None]
-
-
-def test_dataset_overrides_apply_only_to_datasets_the_query_read(project, monkeypatch):
-    from environment.models import Dataset
-
-    monkeypatch.setattr(Dataset, "sdc_overrides", property(lambda self: {"threshold": 50} if self.name == "strict_one"
-                                                           else {}), raising=False)
-    DatasetFactory(name="strict_one")
-    lax = services.output_create_for_query(query=CompletedQueryFactory(project=project, datasets=["other"]))
-    strict = services.output_create_for_query(query=CompletedQueryFactory(project=project, datasets=["STRICT_ONE"]))
-    assert lax.sdc_params["threshold"] == 10 and strict.sdc_params["threshold"] == 50
+    assert output.sdc_params["threshold"] == 5 and output.sdc_params["rounding_base"] == 1
 
 
 # --- differencing --------------------------------------------------------------------------------
@@ -310,13 +288,8 @@ def test_raw_view_and_download_are_audited(project, checkers):
 
 @pytest.fixture
 def recorded_reruns(monkeypatch):
-    """Records calls of queries.services.query_rerun (installing a stand-in module if the query app
-    has not written it yet), and still makes a real re-run Query row."""
-    try:
-        import queries.services as module
-    except ImportError:  # pragma: no cover - only while the query app is being written
-        module = types.ModuleType("queries.services")
-        monkeypatch.setitem(sys.modules, "queries.services", module)
+    """Records calls of queries.services.query_rerun (as outputs calls it), and still makes a real
+    re-run Query row."""
     calls = []
 
     def rerun(*, query, actor=None, reason="stale"):
@@ -325,7 +298,7 @@ def recorded_reruns(monkeypatch):
                                     rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql,
                                     columns=query.columns, datasets=query.datasets, rerun_of=query)
 
-    monkeypatch.setattr(module, "query_rerun", rerun, raising=False)
+    monkeypatch.setattr(services, "query_rerun", rerun)
     return calls
 
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
-from outputs.sdc import deserialize_sets, find_differencing, group_person_sets, person_key, serialize_sets
+from outputs.sdc import find_differencing
+from queries.personsets import deserialize_sets, group_person_sets, person_key, serialize_sets
 
 HMAC = "00000000000000ff" + "ab" * 24                      # 64 hex digits, like HMAC-SHA256
 

@@ -386,7 +386,7 @@ def _boom(*args, **kwargs):
 
 def test_create_rolls_back_when_the_audit_fails(lead, monkeypatch):
     monkeypatch.setattr("projects.services.audit_record", _boom)
-    monkeypatch.setattr("access.services.audit_record", _boom)
+    monkeypatch.setattr("projects.grants.audit_record", _boom)
     with pytest.raises(Boom):
         services.project_create(actor=lead, data=_data())
     assert not Project.objects.exists() and not ProjectMembership.objects.exists()
@@ -397,7 +397,7 @@ def test_approval_rolls_back_when_a_grant_fails(lead, member, dac, monkeypatch):
     project = ProjectFactory(lead=lead, members=[member], status="submitted")
     services.project_review(project=project, actor=dac(), decision="approve", comment="ok")
     since = last_seq()
-    monkeypatch.setattr("access.services.assign_perm", _boom)
+    monkeypatch.setattr("projects.grants.assign_perm", _boom)
     with pytest.raises(Boom):
         services.project_review(project=project, actor=dac(), decision="approve", comment="ok")
     project.refresh_from_db()
@@ -421,7 +421,7 @@ def test_each_transition_rolls_back_when_its_audit_event_fails(step, lead, membe
         "close": lambda: services.project_close(project=project, actor=lead),
     }[step]
     monkeypatch.setattr("projects.services.audit_record", _boom)
-    monkeypatch.setattr("access.services.audit_record", _boom)
+    monkeypatch.setattr("projects.grants.audit_record", _boom)
     with pytest.raises(Boom):
         call()
     after = (Project.objects.filter(pk=project.pk).values().get(), held(member, project),

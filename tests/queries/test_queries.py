@@ -7,10 +7,10 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from demo.data import records
 from queries.models import Query
 from queries.services import run_query, sweep
 from tests.scenario import Scenario, ok
-from tre.demo.data import records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from demo.data import records
 from queries.models import Query
 from queries.services import sweep
 from tests.conftest import start_worker, stop_worker, wait_for
 from tests.scenario import Scenario, ok
-from tre.demo.data import records
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -68,7 +68,7 @@ def test_no_released_output_includes_an_opted_out_person(sc):
     stale (it cannot be released), the query re-runs without the person, and every released
     output's stored person sets exclude them."""
     from outputs.models import Output, ReleasedPersonSets
-    from outputs.sdc import deserialize_sets, person_key
+    from queries.personsets import deserialize_sets, person_key
 
     sql = "SELECT region, count(DISTINCT person_id) AS people FROM gp_events GROUP BY region"
     first = sc.wait_query(sc.submit(sql)["id"])

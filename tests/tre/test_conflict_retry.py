@@ -19,7 +19,7 @@ def _deadlock() -> OperationalError:
 @pytest.fixture
 def flaky_me(monkeypatch):
     """GET/POST /api/v1/me/ loses a deadlock the first ``n`` times."""
-    from tre.api import MeApi
+    from projects.api import MeApi
 
     calls = {"n": 0, "fail": 0}
 

@@ -201,10 +201,10 @@ def test_pagination_shape(make_user, client_for):
 
 @pytest.mark.worker
 def test_a_task_runs_on_the_real_worker(celery_worker_process):
+    from audit.tasks import ping
     from tests.conftest import wait_for
-    from tre.tasks import ping
 
     ping.delay("hello-worker")
     wait_for(lambda: AuditEvent.objects.filter(action="system.ping", data__label="hello-worker").exists(), timeout=30,
              message="the worker to run the ping task")
-    assert "tre.tasks.ping" in celery_worker_process.log()
+    assert "audit.tasks.ping" in celery_worker_process.log()

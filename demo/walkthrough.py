@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import datetime
 
-from tre.demo.flow import DATASET, DEMO_PASSWORD, PEOPLE, Flow, Http, StepFailed
+from demo.flow import DATASET, DEMO_PASSWORD, PEOPLE, Flow, Http, StepFailed
 
 # A rare diagnosis split three ways: some groups are small, so disclosure control has work to do.
 SQL = ("SELECT region, age_band, sex, count(DISTINCT person_id) AS people, sum(value) AS total_cost, "

@@ -156,7 +156,7 @@ class Flow:
     # --- building blocks -------------------------------------------------------------------
 
     def dataset(self, custodian, csv_bytes: bytes, name=DATASET) -> dict:
-        from tre.demo.data import COLUMNS
+        from demo.data import COLUMNS
 
         listing = self.call("GET", "/api/v1/datasets/?page_size=500", user=custodian).body
         existing = [d for d in listing.get("results", []) if d["name"] == name] if isinstance(listing, dict) else []

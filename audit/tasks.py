@@ -5,7 +5,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 
 
-@shared_task(name="tre.tasks.ping", acks_late=True, ignore_result=True)
+@shared_task(name="audit.tasks.ping", acks_late=True, ignore_result=True)
 def ping(label: str) -> str:
     """A trivial audited task: proves a worker consumes the queue end to end."""
     with transaction.atomic():

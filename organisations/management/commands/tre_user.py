@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from access.models import Sector
-from access.services import user_upsert
+from organisations.models import Sector
+from organisations.services import user_upsert
 from tre.errors import Invalid
 from tre.roles import ROLE_ALIASES
 

@@ -6,12 +6,10 @@ import time
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
 
-from access.services import user_upsert
-from tre.api import _expiry_cutoff
-from tre.demo.data import records, to_csv
-from tre.demo.flow import DATASET, DEMO_PASSWORD, PEOPLE, Flow, InProcess
+from demo.data import records, to_csv
+from demo.flow import DATASET, DEMO_PASSWORD, PEOPLE, Flow, InProcess
+from organisations.services import fresh_token, user_upsert
 
 DEMO_TITLE = "Long-term conditions by region (demo)"
 DEMO_SQL = ("SELECT region, age_band, count(DISTINCT person_id) AS people, avg(value) AS mean_cost "
@@ -52,10 +50,7 @@ class Command(BaseCommand):
         say("Demo users (password for all: %s):" % DEMO_PASSWORD)
         say(f"  {'username':<8} {'role':<28} {'organisation':<32} token")
         for p in PEOPLE:
-            token, _ = Token.objects.get_or_create(user=User.objects.get(username=p.username))
-            if token.created < _expiry_cutoff():  # an expired token is useless to print: issue a new one
-                token.delete()
-                token = Token.objects.create(user=token.user)
+            token = fresh_token(User.objects.get(username=p.username))  # an expired one is useless to print
             say(f"  {p.username:<8} {p.does:<28} {p.organisation:<32} {token.key}")
         say("")
         say("Try:  curl -H 'Authorization: Token <token>' http://127.0.0.1:8000/api/v1/me/")
