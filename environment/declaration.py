@@ -121,7 +121,7 @@ def _column(i: int, raw, *, identifier_column, seen: dict) -> tuple[Column | Non
         seen[name] = i
     try:
         type_ = ColumnType(raw.get("type"))
-    except ValueError:
+    except (ValueError, TypeError):
         type_ = None
         bad("type", f"type must be one of {_words(t.value for t in ColumnType)}")
     drop = raw.get("drop", False)
@@ -140,7 +140,7 @@ def _column(i: int, raw, *, identifier_column, seen: dict) -> tuple[Column | Non
     if raw.get("role") is not None:
         try:
             role = Role(raw["role"])
-        except ValueError:
+        except (ValueError, TypeError):
             bad("role", f"role must be one of {_words(r.value for r in Role)}")
     is_identifier = isinstance(name, str) and name == identifier_column
     if is_identifier:
@@ -205,7 +205,7 @@ def _column(i: int, raw, *, identifier_column, seen: dict) -> tuple[Column | Non
         else:
             try:
                 granularity = Granularity(raw["granularity"])
-            except ValueError:
+            except (ValueError, TypeError):
                 bad("granularity", f"granularity must be one of {_words(g.value for g in Granularity)}")
     if role == Role.DATE and granularity is None:
         granularity = Granularity.DAY
@@ -230,7 +230,7 @@ def _protection(raw, limits: Limits) -> tuple[dict, dict]:
     for key in sorted(set(raw) - PROTECTION_FIELDS):
         errors[key] = [f"unknown field; protection has {_words(sorted(PROTECTION_FIELDS))}"]
     mode = raw.get("mode", "ckm")
-    if mode not in ("ckm", "dp"):
+    if not isinstance(mode, str) or mode not in ("ckm", "dp"):
         errors["mode"] = ["mode must be ckm (the cell key method, the default) or dp (differential privacy)"]
     elif mode == "dp":
         out["mode"] = "dp"
@@ -268,7 +268,7 @@ def _protection(raw, limits: Limits) -> tuple[dict, dict]:
         else:
             out["rho"] = float(rho)
         if "review" in raw:
-            if raw["review"] not in ("required", "optional"):
+            if not isinstance(raw["review"], str) or raw["review"] not in ("required", "optional"):
                 errors["review"] = ["review must be required or optional"]
             else:
                 out["review"] = raw["review"]
@@ -286,6 +286,8 @@ def _protection(raw, limits: Limits) -> tuple[dict, dict]:
 
 def declare(body: dict, *, limits: Limits = Limits(), check_name: bool = True) -> tuple[Dictionary | None, dict]:
     """The dictionary a declaration makes (version 1) and every problem with it."""
+    if not isinstance(body, dict):
+        return None, {"non_field_errors": ["the declaration must be a JSON object"]}
     errors: dict[str, Any] = {}
     name = body.get("name")
     if check_name:
@@ -323,7 +325,7 @@ def declare(body: dict, *, limits: Limits = Limits(), check_name: bool = True) -
     rows_per_person = body.get("rows_per_person") or RowsPerPerson.MANY.value
     try:
         rows_per_person = RowsPerPerson(rows_per_person)
-    except ValueError:
+    except (ValueError, TypeError):
         errors["rows_per_person"] = ["rows_per_person must be one or many"]
 
     protection, problems = _protection(body.get("protection"), limits)

@@ -105,6 +105,7 @@ class LoadResult:
     persons_removed: int = 0
     timings: dict = field(default_factory=dict)  # seconds per phase (for the bench)
     dictionary: Dictionary | None = None  # the completed dictionary, when this load derived something
+    dictionary_version: int | None = None  # the dictionary version the file was checked against (set by the caller)
 
 
 def _error(row, column, reason, value_preview=None) -> dict:

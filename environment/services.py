@@ -30,11 +30,15 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from tre.errors import Invalid, NotFound, Unavailable, WrongState
 
-from . import store
-from .ingest import DUCKDB_TYPES, build_version_file, sniff_format
-from .models import Dataset, DatasetVersion, ErasureRun, OptOut, SandboxLease
-from .naming import PERSON_ID, column_name_problems, table_name_problems
+from . import dictionaries, store
+from .declaration import declare, legacy_columns
+from .dictionary import Role
+from .ingest import DUCKDB_TYPES, sniff_format
+from .loader import LoadResult, _error, build_version_file
+from .models import Dataset, DatasetVersion, DictionaryVersion, ErasureRun, OptOut, SandboxLease
+from .naming import PERSON_ID
 from .pseudonym import is_valid_nhs_number, normalise_nhs_number, person_id_for
+from .recordkeys import RK, RK2
 
 log = logging.getLogger(__name__)
 
@@ -73,59 +77,35 @@ class DatasetNotLoaded(WrongState, LookupError):
 
 # --- datasets ----------------------------------------------------------------------------------
 
-def validate_dataset_declaration(*, name, identifier_column, columns) -> dict:
+def dataset_declaration_problems(declaration: dict) -> dict:
     """Field → messages for everything wrong with a declaration (empty when it is good)."""
-    errors: dict = {}
-    problems = table_name_problems(name)
-    if problems:
-        errors["name"] = problems
-    elif Dataset.objects.filter(name=name).exists():
+    _, errors = declare(declaration, limits=dictionaries.limits())
+    name = declaration.get("name") if isinstance(declaration, dict) else None
+    if "name" not in errors and isinstance(name, str) and Dataset.objects.filter(name=name).exists():
         errors["name"] = [f"a dataset named '{name}' already exists"]
-    column_errors: dict = {}
-    seen: dict = {}
-    if not isinstance(columns, list) or not columns:
-        errors["columns"] = ["at least one column (the identifier) is required"]
-        columns = []
-    for i, col in enumerate(columns):
-        problems = column_name_problems(col.get("name"))
-        if problems:
-            column_errors.setdefault(str(i), {})["name"] = problems
-        elif col["name"] in seen:
-            column_errors.setdefault(str(i), {})["name"] = [f"duplicate column name '{col['name']}' (also column {seen[col['name']]})"]
-        else:
-            seen[col["name"]] = i
-        if col.get("type") not in DUCKDB_TYPES:
-            column_errors.setdefault(str(i), {})["type"] = [f"type must be one of {', '.join(DUCKDB_TYPES)}"]
-    if column_errors:
-        errors["columns"] = column_errors
-    if not isinstance(identifier_column, str) or not identifier_column:
-        errors["identifier_column"] = ["the identifier column (e.g. nhs_number) is required"]
-    elif identifier_column not in seen and "columns" not in errors:
-        errors["identifier_column"] = [f"'{identifier_column}' is not among the columns"]
-    elif identifier_column == PERSON_ID:
-        errors["identifier_column"] = [f"'{PERSON_ID}' is the pseudonym, not an identifier column"]
     return errors
 
 
 @transaction.atomic
-def dataset_create(*, actor, name, title, description="", identifier_column, columns, request=None) -> Dataset:
-    columns = [
-        {"name": c.get("name"), "type": c.get("type"), "drop": bool(c.get("drop", False)), "description": c.get("description") or ""}
-        for c in (columns or [])
-    ]
-    errors = validate_dataset_declaration(name=name, identifier_column=identifier_column, columns=columns)
+def dataset_create(*, actor, title, description="", declaration: dict, request=None) -> Dataset:
+    """Register a dataset and its dictionary (version 1, audited); the dummy twin follows on
+    commit when the dictionary is complete."""
+    dictionary, errors = declare(declaration, limits=dictionaries.limits())
     if errors:
         raise Invalid(fields=errors)
     try:
         with transaction.atomic():
-            dataset = Dataset.objects.create(name=name, title=title, description=description or "",
-                                             identifier_column=identifier_column, columns=columns, created_by=actor)
+            dataset = Dataset.objects.create(name=dictionary.dataset, title=title, description=description or "",
+                                             identifier_column=dictionary.identifier.name,
+                                             columns=legacy_columns(dictionary), created_by=actor)
     except IntegrityError:
-        raise Invalid(fields={"name": [f"a dataset named '{name}' already exists"]}) from None
-    stored = dataset.stored_columns()
+        raise Invalid(fields={"name": [f"a dataset named '{dictionary.dataset}' already exists"]}) from None
     audit_record(actor=actor, action=AuditAction.DATASET_CREATED, target=dataset, request=request,
-           data={"name": dataset.name, "columns": len(columns), "stored_columns": len(stored),
-                 "dropped_columns": sum(1 for c in columns if c["drop"] and c["name"] != identifier_column)})
+                 data={"name": dataset.name, "columns": len(dictionary.columns),
+                       "stored_columns": len(dictionary.stored_columns),
+                       "dropped_columns": sum(1 for c in dictionary.columns if c.role == Role.DROP)})
+    dictionaries.dictionary_record(dataset=dataset, dictionary=dictionary, reason=DictionaryVersion.Reason.DECLARED,
+                                   actor=actor, request=request)
     return dataset
 
 
@@ -135,7 +115,8 @@ def _next_number(dataset) -> int:
     return (DatasetVersion.objects.filter(dataset=dataset).aggregate(m=Max("number"))["m"] or 0) + 1
 
 
-def version_upload(*, dataset, actor, incoming_path: Path, size: int, sha256: str, filename: str = "", request=None) -> DatasetVersion:
+def version_upload(*, dataset, actor, incoming_path: Path, size: int, sha256: str, filename: str = "", encoding: str = "",
+                   request=None) -> DatasetVersion:
     """Record an uploaded file (already streamed into ``incoming/``) as a version in ``loading``;
     the load is enqueued on commit. If this fails the incoming file is deleted."""
     try:
@@ -148,6 +129,7 @@ def version_upload(*, dataset, actor, incoming_path: Path, size: int, sha256: st
                 status=DatasetVersion.Status.LOADING,
                 source_format=fmt if fmt in DatasetVersion.Format.values else "",
                 source_bytes=size, source_sha256=sha256, incoming_path=store.relpath(incoming_path), created_by=actor,
+                encoding=encoding or "", phase=DatasetVersion.Phase.VALIDATING,
             )
             audit_record(actor=actor, action=AuditAction.DATASET_VERSION_UPLOADED, target=locked, request=request,
                    data={"version": number, "version_id": version.pk, "bytes": size, "format": fmt})
@@ -218,10 +200,10 @@ class _ProgressWriter:
     def __init__(self, version_id):
         self.version_id = version_id
 
-    def __call__(self, rows_loaded: int, rows_total: int | None = None):
+    def __call__(self, phase: str, rows_done: int, rows_total: int | None = None):
         try:
             DatasetVersion.objects.filter(pk=self.version_id, status=DatasetVersion.Status.LOADING).update(
-                rows_loaded=rows_loaded, rows_total=rows_total)
+                phase=phase, rows_loaded=rows_done, rows_total=rows_total)
         except Exception:  # progress is best effort
             pass
 
@@ -243,20 +225,19 @@ def version_ingest(*, version_id: int, now=None) -> DatasetVersion | None:
     scratch = store.scratch_dir()
     source = store.abspath(version.incoming_path) if version.incoming_path else None
     try:
+        dictionary = dataset.dictionary_object()
         if source is None or not source.exists():
-            from .ingest import LoadResult, _error
-
             result = LoadResult(ok=False, errors=[_error(None, None, "the uploaded file is missing from the store")], error_count=1)
         else:
             result = build_version_file(
-                source=source, fmt=version.source_format or sniff_format(source), columns=dataset.columns, identifier_column=dataset.identifier_column,
+                source=source, fmt=version.source_format or sniff_format(source), dictionary=dictionary,
+                encoding=version.encoding or None, threshold=dictionaries.threshold_in_force(dictionary),
                 optout_person_ids=optout_person_ids(upto=watermark), out_path=tmp, temp_dir=scratch,
                 memory_limit=ingest_memory_limit(), threads=ingest_threads(), progress=_ProgressWriter(version.pk),
             )
+        result.dictionary_version = dictionary.version
     except Exception as exc:  # a bug or the machine (memory, disk): never the message, it may quote data
         log.error("load of version %s failed: %s", version.pk, type(exc).__name__)
-        from .ingest import LoadResult, _error
-
         reason = store.failure_reason(exc) or (f"internal error during the load ({type(exc).__name__}); "
                                                "the operators have the details")
         result = LoadResult(ok=False, errors=[_error(None, None, reason)], error_count=1)
@@ -280,7 +261,13 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                 store.remove_quietly(tmp)
                 return version
             incoming = version.incoming_path
+            transaction.on_commit(lambda: _after_ingest(incoming))  # first: the upload goes before the twin is made
             version.build_seconds, version.finished_at = seconds, now
+            if result.ok and result.dictionary is not None and (dataset.dictionary or {}).get("version") != result.dictionary_version:
+                # another load completed the dictionary first: this file was checked against the old one
+                store.remove_quietly(tmp)
+                result = LoadResult(ok=False, error_count=1, rows_total=result.rows_total, errors=[_error(
+                    None, None, "the dictionary changed while this file was loading; upload the file again")])
             version.rows_total = result.rows_total
             if result.ok:
                 final = store.version_file(dataset.pk, version.number)
@@ -308,6 +295,9 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                        data={"version": version.number, "version_id": version.pk, "row_count": version.row_count,
                              "person_count": version.person_count, "rows_opted_out": version.rows_removed,
                              "build_seconds": seconds, "current": becomes_current})
+                if result.dictionary is not None:  # the first load derived the undeclared domains
+                    dictionaries.dictionary_record(dataset=dataset, dictionary=result.dictionary,
+                                                   reason=DictionaryVersion.Reason.DERIVED)
             else:
                 store.remove_quietly(tmp)
                 version.status = DatasetVersion.Status.FAILED
@@ -316,7 +306,6 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                 version.save()
                 audit_record(actor=None, action=AuditAction.DATASET_VERSION_FAILED, target=dataset,
                        data={"version": version.number, "version_id": version.pk, "error_count": version.error_count})
-            transaction.on_commit(lambda: _after_ingest(incoming))
             return version
     except BaseException:
         if published is not None:
@@ -343,8 +332,6 @@ def sweep_stuck_loads(*, now=None, stale_after: timedelta | None = None, max_att
         if version.started_at and version.started_at > now - limit:
             continue  # a load is running right now
         if version.attempts >= max_attempts:
-            from .ingest import LoadResult, _error
-
             result = LoadResult(ok=False, errors=[_error(None, None, f"the load did not finish after {version.attempts} attempts")],
                                 error_count=1)
             _finish_ingest(version_id=version.pk, result=result, tmp=Path("/nonexistent"), seconds=0.0, watermark=0, now=now)
@@ -485,7 +472,11 @@ def cleanup_store(*, now=None) -> dict:
                     removed += 1
             except FileNotFoundError:
                 continue
-    return {"files_deleted": delete_superseded_files(now=now), "stale_removed": removed, **reaped}
+    twins = 0
+    for dataset_id in dictionaries.twins_missing():  # a twin lost to a crash (or never made) comes back
+        dictionaries.twin_refresh_quietly(dataset_id)
+        twins += 1
+    return {"files_deleted": delete_superseded_files(now=now), "stale_removed": removed, "twins_refreshed": twins, **reaped}
 
 
 # --- opt-outs -------------------------------------------------------------------------------------
@@ -669,7 +660,8 @@ def erase_dataset(*, dataset_id: int, watermark: int, now=None) -> dict | None:
             ).fetchall()[0]
             if rows_removed:
                 schema = ", ".join([f"{PERSON_ID} VARCHAR NOT NULL"] +
-                                   [f'"{c["name"]}" {DUCKDB_TYPES[c["type"]]}' for c in dataset.stored_columns()])
+                                   [f'"{c["name"]}" {DUCKDB_TYPES[c["type"]]}' for c in dataset.stored_columns()] +
+                                   [f"{RK} SMALLINT NOT NULL", f"{RK2} BIGINT NOT NULL"])  # record keys are copied
                 con.execute(f"CREATE TABLE data ({schema})")
                 con.execute("INSERT INTO data SELECT * FROM src.data WHERE person_id NOT IN (SELECT person_id FROM tre_opt)")
                 row_count, person_count = con.execute("SELECT count(*), count(DISTINCT person_id) FROM data").fetchall()[0]

@@ -41,7 +41,7 @@ class IncompleteDictionary(ValueError):
 def twin_seed(dictionary: Dictionary) -> int:
     """A stable seed per dataset and dictionary version (the same dictionary, the same twin)."""
     digest = hashlib.sha256(f"{dictionary.dataset}:{dictionary.version}".encode()).digest()
-    return int.from_bytes(digest[:8], "big")
+    return int.from_bytes(digest[:7], "big")  # fits a signed 64-bit column
 
 
 def dummy_person_id(i: int) -> str:
