@@ -19,6 +19,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.utils import timezone
 
 from access.decision import check_access, require_access
+from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset
@@ -27,7 +28,7 @@ from environment.services import reap_dead_sandboxes
 from tre.errors import Invalid, WrongState
 
 from . import results
-from .models import Query
+from .models import TRANSITIONS, Query
 from .personsets import serialize_uint64_sets
 from .signals import query_completed
 from .sql import PERSON_KEYS, QueryRejected, referenced_datasets, validate_and_rewrite
@@ -113,8 +114,7 @@ def enqueue(query_id: int) -> bool:
 @transaction.atomic
 def query_cancel(*, query, actor, request=None, now=None) -> Query:
     query = Query.objects.select_for_update().get(pk=query.pk)
-    if query.is_finished:
-        raise WrongState(f"query is {query.status}; only a queued or running query can be cancelled", status=query.status)
+    transitions.check(TRANSITIONS, query, "cancel")
     if query.status == Query.Status.QUEUED:
         _finish(query, Query.Status.CANCELLED, now=now)
         audit_record(actor=actor, action=AuditAction.QUERY_CANCELLED, target=query, request=request, data={"while": "queued"})
@@ -141,7 +141,12 @@ def query_rerun(*, query, actor=None, reason: str = "stale") -> Query:
 
 # --- the run, inside the environment ------------------------------------------------------------
 
+_FINISHING = {Query.Status.COMPLETED: "complete", Query.Status.FAILED: "fail", Query.Status.CANCELLED: "cancel"}
+
+
 def _finish(query, status, *, code: str = "", detail: str = "", now=None) -> None:
+    """End ``query`` in ``status`` (checked against the transition table); the caller audits."""
+    transitions.check(TRANSITIONS, query, _FINISHING[status])
     query.status = status
     query.finished_at = now or timezone.now()
     if code:
@@ -221,6 +226,7 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
             query.save(update_fields=["error"])
             audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "access_refused", "rule": decision.rule})
             return None
+        transitions.check(TRANSITIONS, query, "start")
         query.status, query.started_at, query.heartbeat_at = Query.Status.RUNNING, now, now
         query.task_id = task_id
         query.attempts += 1
@@ -370,6 +376,7 @@ def sweep(*, now=None) -> dict:
                 audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=q, data={"code": q.error_code, "by": "sweeper"})
                 failed.append(q.pk)
             else:
+                transitions.check(TRANSITIONS, q, "requeue")
                 q.status, q.enqueued_at = Query.Status.QUEUED, None
                 q.save(update_fields=["status", "enqueued_at"])
                 audit_record(actor=None, action=AuditAction.QUERY_REQUEUED, target=q, data={"attempts": q.attempts, "by": "sweeper"})
