@@ -45,7 +45,7 @@ Vote = OutputReview.Decision
 
 @dataclasses.dataclass(frozen=True)
 class _Column:
-    """What ``apply_sdc`` reads of a query's output column (``Query.columns`` holds dicts)."""
+    """What ``apply_sdc`` reads of a query's output column (``Query.column_plan`` holds dicts)."""
 
     name: str
     kind: str
@@ -63,7 +63,7 @@ def sdc_params_for() -> SdcParams:
                      zeros_disclosive=settings.TRE_SDC_ZEROS_DISCLOSIVE)
 
 
-def plain(value):
+def as_result_key(value):
     """A key value as the result file stores it (``queries.results``): what a person-set key and a
     raw row's key are compared as."""
     if isinstance(value, Decimal):
@@ -71,7 +71,7 @@ def plain(value):
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     if isinstance(value, tuple):
-        return [plain(v) for v in value]
+        return [as_result_key(v) for v in value]
     return value
 
 
@@ -93,7 +93,7 @@ def _differencing(query, params: SdcParams) -> list[dict]:
 
 def _key_index(columns: list[_Column], raw: list[list]) -> dict[tuple, int]:
     keys = [i for i, c in enumerate(columns) if c.kind == "key"]
-    return {_hashable(plain(tuple(row[k] for k in keys))): r for r, row in enumerate(raw)}
+    return {_hashable(as_result_key(tuple(row[k] for k in keys))): r for r, row in enumerate(raw)}
 
 
 def _hashable(value):
@@ -110,7 +110,7 @@ def output_create_for_query(*, query) -> Output:
     if existing is not None:
         return existing
     columns = [_Column(name=c["name"], kind=c["kind"], top1=c.get("top1"), top2=c.get("top2"), total=c.get("total"))
-               for c in query.columns]
+               for c in query.column_plan]
     result_columns, rows = read_result(query.pk)
     # Non-finite floats (NaN from an engine) read as null statistics; JSON columns cannot hold them.
     rows = pick_columns(result_columns, rows, list(result_columns))
@@ -121,14 +121,14 @@ def output_create_for_query(*, query) -> Output:
     row_of = _key_index(columns, pick_columns(result_columns, rows, names)) if findings else {}
     stored, matched, unmatched = [], [], 0
     for finding in findings:
-        group = plain(tuple(finding["group"]))
+        group = as_result_key(tuple(finding["group"]))
         row = row_of.get(_hashable(group))
         if row is None:
             unmatched += 1
         else:
             matched.append({"row": row})
         stored.append({"group": group, "row": row, "released_output": finding["released_output"],
-                       "released_group": plain(tuple(finding["released_group"])),
+                       "released_group": as_result_key(tuple(finding["released_group"])),
                        "difference": finding["difference"]})
     if unmatched:
         log.error("query %s: %d differencing finding(s) name groups not in the result", query.pk, unmatched)
@@ -147,7 +147,7 @@ def output_create_for_query(*, query) -> Output:
     if missed is not None:
         # Opt-outs registered while the query ran were not excluded by its sandbox, and the signal
         # for them came before this output existed: it is stale from the start.
-        _mark_stale(output, datasets=sorted({str(n).lower() for n in query.datasets or []}), registered_at=missed,
+        _mark_stale(output, datasets=sorted({str(n).lower() for n in query.dataset_names or []}), registered_at=missed,
                     actor=None)
         output.refresh_from_db()
     return output
@@ -292,7 +292,7 @@ def mark_stale_for_datasets(*, dataset_ids, registered_at, actor=None) -> list[O
                   .select_related("query").order_by("id"))
     marked = []
     for candidate in candidates:
-        read = {str(n).lower() for n in candidate.query.datasets or []}
+        read = {str(n).lower() for n in candidate.query.dataset_names or []}
         if not read & names:
             continue
         output = _mark_stale(candidate, datasets=sorted(read & names), registered_at=registered_at, actor=actor)

@@ -27,8 +27,8 @@ class Query(models.Model):
     sql = models.TextField()
     rewritten_sql = models.TextField()  # for checkers, never researchers
     persons_sql = models.TextField()  # (group, person) pairs for the differencing check
-    columns = models.JSONField(default=list)  # [{name, kind, top1, top2, total}]
-    datasets = models.JSONField(default=list)  # dataset names the SQL reads
+    column_plan = models.JSONField(default=list)  # the result's columns: [{name, kind, top1, top2, total}]
+    dataset_names = models.JSONField(default=list)  # names of the datasets the SQL reads
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)  # null: the broker has not taken it yet

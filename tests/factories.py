@@ -163,7 +163,7 @@ def output_result_columns(columns) -> list[str]:
 
 
 def output_column(name, kind="key") -> dict:
-    """A ``Query.columns`` entry; sum/avg columns get the helper names the rewriter would give."""
+    """A ``Query.column_plan`` entry; sum/avg columns get the helper names the rewriter would give."""
     column = {"name": name, "kind": kind, "top1": None, "top2": None, "total": None}
     if kind in ("sum", "avg"):
         column.update(top1=f"{name}_top1", top2=f"{name}_top2", total=f"{name}_total")
@@ -208,7 +208,7 @@ class CompletedQueryFactory(factory.django.DjangoModelFactory):
             datasets = sorted(project.datasets.values_list("name", flat=True))
         now = _tz.now()
         query = model_class.objects.create(
-            project=project, submitted_by=submitted_by, columns=columns, datasets=[d.lower() for d in datasets],
+            project=project, submitted_by=submitted_by, column_plan=columns, dataset_names=[d.lower() for d in datasets],
             started_at=started_at or now, finished_at=finished_at or now, result_groups=len(rows), **kwargs)
         results.write_result(query.pk, output_result_columns(columns), rows)
         if person_sets is not None:

@@ -297,7 +297,7 @@ def recorded_reruns(monkeypatch):
         calls.append((query.pk, actor, reason))
         return Query.objects.create(project=query.project, submitted_by=query.submitted_by, sql=query.sql,
                                     rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql,
-                                    columns=query.columns, datasets=query.datasets, rerun_of=query)
+                                    column_plan=query.column_plan, dataset_names=query.dataset_names, rerun_of=query)
 
     monkeypatch.setattr(services, "query_rerun", rerun)
     return calls
