@@ -9,6 +9,7 @@
 Paths in the database are relative to the store, so the store can move.
 """
 
+import errno
 import os
 import secrets
 import shutil
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+
+from tre.errors import Unavailable
 
 
 def root() -> Path:
@@ -125,8 +128,6 @@ def failure_reason(exc: BaseException) -> str | None:
     """A clear, data-free sentence for a store failure (disk full, read-only, no permission), or None.
 
     DuckDB reports a full disk as its own exception whose text names the OS error, so both are read."""
-    import errno
-
     code = getattr(exc, "errno", None)
     text = str(exc)
     if code == errno.ENOSPC or "No space left on device" in text:
@@ -140,6 +141,4 @@ def failure_reason(exc: BaseException) -> str | None:
 
 def unavailable(exc: OSError):
     """The 503 to answer when the store cannot take a write during a request."""
-    from tre.errors import Unavailable
-
     return Unavailable(failure_reason(exc) or "the store cannot be written to right now", dependency="store")
