@@ -5,6 +5,7 @@
     datasets/<dataset id>/.v<n>-<token>.tmp  a file being written (renamed when complete)
     sandboxes/<token>/sandbox.duckdb         a sandbox's catalog (views + opt-outs), removed at close
     tmp/<token>/                             DuckDB spill space of a running load
+    results/q<id>.json, results/q<id>.persons  a query's raw result and person sets (``queries.results``)
 
 Paths in the database are relative to the store, so the store can move.
 """
@@ -71,6 +72,11 @@ def sandbox_dir() -> Path:
     return path
 
 
+def result_file(query_id: int, suffix: str) -> Path:
+    """``results/q<id>.<suffix>``: a query's raw result, kept inside the store."""
+    return ensure_dir("results") / f"q{int(query_id)}.{suffix}"
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -90,6 +96,19 @@ def publish(tmp: Path, final: Path) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all at once: a temporary file beside it, synced, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}-{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        publish(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def remove_quietly(path) -> None:
