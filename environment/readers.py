@@ -20,7 +20,6 @@ def _error(row, column, reason) -> dict:
     return {"row": row, "column": column, "reason": reason}
 
 
-
 # --- format sniffing --------------------------------------------------------------------------
 
 PARQUET_MAGIC = b"PAR1"
