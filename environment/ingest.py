@@ -7,7 +7,7 @@ caller (``services.version_ingest``) records the outcome.
 
 How (5M rows in seconds, memory bounded by DuckDB's ``memory_limit``):
 
-1. The header is read in Python (first line only): empty file, not UTF-8, duplicate, missing and
+1. The header is read in Python (first line only, ``readers``): empty file, not UTF-8, duplicate, missing and
    unexpected columns are reported before any row is read.
 2. Pass 1: DuckDB reads the file with the declared types (``read_csv`` with explicit columns,
    ``store_rejects``: rows that do not parse, have the wrong number of fields, are not UTF-8 or do
@@ -32,18 +32,23 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from . import engine
+from .engine import quote_ident as _q
+from .engine import quote_literal as _lit
 from .naming import PERSON_ID
 from .pseudonym import person_ids_for
+from .readers import REJECTS_LIMIT, _csv_reader, _error, _macros, check_header, read_csv_header, sniff_format
+
+__all__ = ["DUCKDB_TYPES", "LoadResult", "build_version_file", "load_failed", "sniff_format"]
 
 log = logging.getLogger(__name__)
 
 DUCKDB_TYPES = {"integer": "BIGINT", "float": "DOUBLE", "text": "VARCHAR", "date": "DATE", "boolean": "BOOLEAN"}
 TYPE_WORDS = {"integer": "an integer", "float": "a number", "text": "text", "date": "a date (YYYY-MM-DD)", "boolean": "a boolean (true/false)"}
 MAX_ERRORS = 100
-REJECTS_LIMIT = 10_000  # rejected rows DuckDB records per scan; beyond this the count is "at least"
 HASH_BATCH = 100_000
-HEADER_MAX_BYTES = 1024 * 1024
 PROGRESS_INTERVAL = 2.0  # seconds between progress reports while writing
 ROW_CONVENTION = "rows count data rows from 1: the first line after the header is row 1"
 
@@ -72,134 +77,14 @@ class LoadResult:
     timings: dict = field(default_factory=dict)  # seconds per phase (for the bench)
 
 
-def _error(row, column, reason) -> dict:
-    return {"row": row, "column": column, "reason": reason}
-
-
 def _failed(errors: list, count: int | None = None, rows_total=None) -> LoadResult:
     errors = sorted(errors, key=lambda e: (e["row"] is not None, e["row"] or 0, e["column"] or ""))
     return LoadResult(ok=False, errors=errors[:MAX_ERRORS], error_count=max(count or 0, len(errors)), rows_total=rows_total)
 
 
-def _q(name: str) -> str:
-    """A double-quoted SQL identifier (names are validated identifiers already; this is belt and braces)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
-# --- format sniffing --------------------------------------------------------------------------
-
-PARQUET_MAGIC = b"PAR1"
-
-
-def sniff_format(path: Path, filename: str = "") -> str:
-    """``parquet`` (by magic number, or extension), ``csv`` otherwise; compressed archives refused."""
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head == PARQUET_MAGIC:
-        return "parquet"
-    if head[:2] == b"\x1f\x8b" or head[:4] == b"PK\x03\x04":
-        return "compressed"
-    name = (filename or "").lower()
-    if name.endswith((".parquet", ".pq")) and head:
-        return "parquet"
-    return "csv"
-
-
-# --- the header -------------------------------------------------------------------------------
-
-def read_csv_header(path: Path) -> tuple[list[str] | None, list[dict]]:
-    """The header's field names, or file-level errors (empty file, not UTF-8, unreadable header)."""
-    import csv
-    import io
-
-    with open(path, "rb") as fh:
-        head = fh.read(HEADER_MAX_BYTES)
-    if not head.strip(b" \t\r\n\xef\xbb\xbf"):
-        return None, [_error(None, None, "the file is empty")]
-    end = head.find(b"\n")
-    if end < 0 and len(head) == HEADER_MAX_BYTES:
-        return None, [_error(None, None, "the header line is longer than 1 MiB")]
-    line = head if end < 0 else head[:end]
-    if line.startswith(b"\xef\xbb\xbf"):
-        line = line[3:]
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, [_error(None, None, "the file is not valid UTF-8 (in the header line)")]
-    try:
-        names = next(csv.reader(io.StringIO(text.rstrip("\r"))))
-    except (csv.Error, StopIteration):
-        return None, [_error(None, None, "the header line cannot be read as CSV")]
-    return [n.strip() for n in names], []
-
-
-def _shown(name: str) -> str | None:
-    """A header name from the file, if it is safe to echo: an identifier without ten digits in a
-    row (a header may really be a data line: its values are never repeated back)."""
-    from .naming import _TEN_DIGITS, IDENTIFIER
-
-    key = name.lower()
-    return key if IDENTIFIER.fullmatch(key) and not _TEN_DIGITS.search(key) else None
-
-
-def check_header(names: list[str], *, columns: list[dict]) -> list[dict]:
-    """Missing, unexpected and duplicate column names (compared case-insensitively)."""
-    errors = []
-    declared = [c["name"] for c in columns]
-    seen, duplicates = set(), []
-    for n in names:
-        key = n.lower()
-        if key in seen and key not in duplicates:
-            duplicates.append(key)
-        seen.add(key)
-    if not any(n.lower() in declared for n in names):
-        # No declared column at all: most likely a data line (or another file). Nothing of it is
-        # repeated back — it may be patient data.
-        errors.append(_error(None, None, "the first line must be the header, naming the declared columns"))
-        errors += [_error(None, d, "missing column: declared for this dataset but not in the file") for d in declared]
-        return errors
-    for d in duplicates:
-        errors.append(_error(None, _shown(d), "duplicate column name in the header"))
-    for position, n in enumerate(names, start=1):
-        if not n:
-            errors.append(_error(None, None, f"column {position} of the header has no name"))
-        elif n.lower() not in declared:
-            shown = _shown(n)
-            errors.append(_error(None, shown, "unexpected column: not declared for this dataset" if shown else
-                                 f"unexpected column {position} of the header (its name is not shown: not an identifier)"))
-    for d in declared:
-        if d not in seen:
-            errors.append(_error(None, d, "missing column: declared for this dataset but not in the file"))
-    return errors
-
-
-# --- SQL pieces -------------------------------------------------------------------------------
-
-def _macros(con) -> None:
-    """``tre_norm`` (spaces, tabs and dashes removed) and ``tre_nhs_valid`` (modulus 11), the SQL
-    twins of ``pseudonym.normalise_nhs_number`` and ``pseudonym.is_valid_nhs_number``."""
-    con.execute("CREATE OR REPLACE TEMP MACRO tre_norm(s) AS replace(replace(replace(s, ' ', ''), chr(9), ''), '-', '')")
-    weighted = " + ".join(f"(ord(substr(n, {i}, 1)) - 48) * {11 - i}" for i in range(1, 10))
-    con.execute(
-        "CREATE OR REPLACE TEMP MACRO tre_nhs_valid(n) AS CASE WHEN regexp_full_match(n, '[0-9]{10}') "
-        f"THEN (11 - (({weighted}) % 11)) % 11 = ord(substr(n, 10, 1)) - 48 ELSE false END"
-    )
-
-
-def _csv_reader(path: Path, order: list[tuple[str, str]], *, rejects: str | None) -> str:
-    cols = "{" + ", ".join(f"{_lit(name)}: {_lit(sqltype)}" for name, sqltype in order) + "}"
-    options = [
-        f"columns={cols}", "header=true", "auto_detect=false", "delim=','", "quote='\"'", "escape='\"'",
-        "strict_mode=true", "null_padding=false", "compression='none'", "encoding='utf-8'",
-    ]
-    if rejects:
-        options += ["store_rejects=true", f"rejects_table={_lit(rejects)}", f"rejects_scan={_lit(rejects + '_scan')}",
-                    f"rejects_limit={REJECTS_LIMIT}"]
-    return f"read_csv({_lit(str(path))}, {', '.join(options)})"
+def load_failed(reason: str) -> LoadResult:
+    """A failed load with one file-level error (the upload is missing, the load crashed, …)."""
+    return _failed([_error(None, None, reason)])
 
 
 class _Progress:
@@ -266,14 +151,10 @@ def build_version_file(
     except FileNotFoundError:
         return _failed([_error(None, None, "the uploaded file is missing from the store")])
 
-    con = duckdb.connect(str(out_path), config={
-        "memory_limit": memory_limit,
-        "threads": int(threads),
-        "temp_directory": str(temp_dir),
-        "preserve_insertion_order": True,  # row_number() OVER () must follow the file's order
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-    })
+    con = engine.connect(
+        out_path, memory_limit=memory_limit, threads=threads, temp_directory=str(temp_dir),
+        preserve_insertion_order=True,  # row_number() OVER () must follow the file's order
+    )
     ok = False
     try:
         if progress:
@@ -346,15 +227,7 @@ class _Load:
             del numbers, hashed
         self._tick("pseudonymise")
         # 2. opted-out persons never enter the file
-        con.execute("CREATE TEMP TABLE tre_opt (person_id VARCHAR NOT NULL)")
-        batch = []
-        for pid in optouts:
-            batch.append(pid)
-            if len(batch) >= HASH_BATCH:
-                self._append_optouts(batch)
-                batch = []
-        if batch:
-            self._append_optouts(batch)
+        engine.load_person_ids(con, optouts, "tre_opt", batch=HASH_BATCH)
         persons_removed, rows_removed = con.execute(
             "SELECT count(*), coalesce(sum(i.n), 0) FROM tre_map m JOIN tre_ids i ON m.nhs = CAST(i.nhs AS BIGINT) "
             "WHERE m.person_id IN (SELECT person_id FROM tre_opt)"
@@ -381,11 +254,6 @@ class _Load:
         self._tick("checkpoint")
         return LoadResult(ok=True, rows_total=rows_total, row_count=int(row_count), person_count=int(person_count),
                           rows_removed=int(rows_removed), persons_removed=int(persons_removed))
-
-    def _append_optouts(self, batch):
-        self.con.register("tre_opt_batch", pa.table({"person_id": pa.array(batch, pa.string())}))
-        self.con.execute("INSERT INTO tre_opt SELECT person_id FROM tre_opt_batch")
-        self.con.unregister("tre_opt_batch")
 
     def _identifier_reason(self, nhs) -> str:
         if nhs is None or nhs == "":
@@ -480,8 +348,6 @@ class _ParquetLoad(_Load):
         return f"read_parquet({_lit(str(self.source))}{extra})"
 
     def header_errors(self) -> list[dict]:
-        import pyarrow.parquet as pq
-
         try:
             names = pq.ParquetFile(self.source).schema_arrow.names
         except Exception:
@@ -542,7 +408,3 @@ class _ParquetLoad(_Load):
             f"ORDER BY file_row_number LIMIT {int(limit)}"
         ).fetchall()
         return [_error(int(rn) + 1, self.identifier, self._identifier_reason(nhs)) for rn, nhs in found]
-
-
-def build_seconds_since(started: float) -> float:
-    return round(time.monotonic() - started, 3)

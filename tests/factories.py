@@ -3,6 +3,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from environment.models import Dataset
+from environment.pseudonym import make_nhs_number
 from organisations.models import Organisation, Sector, UserProfile
 from tre.roles import ROLE_ALIASES
 
@@ -278,3 +279,9 @@ def load_dataset_rows(dataset, rows, *, actor=None):
     services.version_ingest(version_id=version.pk)
     version.refresh_from_db()
     return version
+
+
+def make_invalid_nhs_number(seed: int) -> str:
+    """Ten digits that fail the check digit (a test's bad input)."""
+    valid = make_nhs_number(seed)
+    return valid[:9] + str((int(valid[9]) + 1) % 10)

@@ -11,8 +11,9 @@ from django.conf import settings
 from audit.models import AuditEvent
 from environment import store
 from environment.models import Dataset, DatasetVersion
-from environment.pseudonym import make_invalid_nhs_number, make_nhs_number, person_id_for
+from environment.pseudonym import make_nhs_number, person_id_for
 from environment.services import version_ingest
+from tests.factories import make_invalid_nhs_number
 
 from .conftest import COLUMNS, HEADER, csv_bytes, incoming_files, row, store_rows, upload
 
