@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from audit.actions import AuditAction
+from audit.transitions import Step
 from organisations.models import Organisation
 
 
@@ -77,3 +79,13 @@ class Agreement(models.Model):
     def in_force(self, today) -> bool:
         return (self.status == self.Status.ACTIVE and self.valid_from <= today
                 and (self.valid_until is None or self.valid_until >= today))
+
+
+_A = Agreement.Status
+# Every change of an agreement's status: (from, action) → (to, audit action). A draft may be
+# revoked too (abandoned). Expiry is read-time only (``effective_status``).
+TRANSITIONS = {
+    (_A.DRAFT, "activate"): Step(_A.ACTIVE, AuditAction.AGREEMENT_ACTIVATED),
+    (_A.DRAFT, "revoke"): Step(_A.REVOKED, AuditAction.AGREEMENT_REVOKED),
+    (_A.ACTIVE, "revoke"): Step(_A.REVOKED, AuditAction.AGREEMENT_REVOKED),
+}

@@ -4,11 +4,12 @@ audit event cannot be written, nothing changed."""
 from django.db import transaction
 from django.utils import timezone
 
+from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
-from tre.errors import Invalid, WrongState
+from tre.errors import Invalid
 
-from .models import Agreement
+from .models import TRANSITIONS, Agreement
 
 # --- Data-access agreements ---------------------------------------------------------------
 
@@ -44,16 +45,10 @@ def agreement_create(*, actor, organisation, datasets, title, valid_from, valid_
 def agreement_activate(*, agreement, actor, now=None, request=None) -> Agreement:
     agreement = Agreement.objects.select_for_update().get(pk=agreement.pk)
     now = now or timezone.now()
-    if agreement.status != Agreement.Status.DRAFT:
-        raise WrongState(f"the agreement is {agreement.effective_status()}, not draft", status=agreement.effective_status())
-    if agreement.valid_until is not None and agreement.valid_until < timezone.localdate(now):
-        raise WrongState(f"the agreement expired on {agreement.valid_until}; it cannot be activated",
-                         status=Agreement.EXPIRED)
-    agreement.status, agreement.activated_by, agreement.activated_at = Agreement.Status.ACTIVE, actor, now
-    agreement.save(update_fields=["status", "activated_by", "activated_at"])
-    audit_record(actor=actor, action=AuditAction.AGREEMENT_ACTIVATED, target=agreement,
-           data={"organisation": agreement.organisation_id}, request=request)
-    return agreement
+    transitions.check(TRANSITIONS, agreement, "activate", status=agreement.effective_status(timezone.localdate(now)))
+    return transitions.apply(TRANSITIONS, agreement, "activate", actor=actor, request=request,
+                             fields={"activated_by": actor, "activated_at": now},
+                             data={"organisation": agreement.organisation_id})
 
 
 @transaction.atomic
@@ -61,13 +56,8 @@ def agreement_revoke(*, agreement, actor, reason: str = "", now=None, request=No
     """``active → revoked`` (a draft may be revoked too, i.e. abandoned). Takes effect at once:
     the access decision only counts active agreements."""
     agreement = Agreement.objects.select_for_update().get(pk=agreement.pk)
-    if agreement.status == Agreement.Status.REVOKED:
-        raise WrongState("the agreement is already revoked", status=agreement.status)
     previous = agreement.status
-    agreement.status, agreement.revoked_by, agreement.revoked_at = Agreement.Status.REVOKED, actor, now or timezone.now()
-    agreement.revoke_reason = reason
-    agreement.save(update_fields=["status", "revoked_by", "revoked_at", "revoke_reason"])
-    audit_record(actor=actor, action=AuditAction.AGREEMENT_REVOKED, target=agreement,
-           data={"organisation": agreement.organisation_id, "previous_status": previous, "comment": reason},
-           request=request)
-    return agreement
+    return transitions.apply(TRANSITIONS, agreement, "revoke", actor=actor, request=request,
+                             fields={"revoked_by": actor, "revoked_at": now or timezone.now(), "revoke_reason": reason},
+                             data={"organisation": agreement.organisation_id, "previous_status": previous,
+                                   "comment": reason})

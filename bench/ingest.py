@@ -121,7 +121,7 @@ def child(args) -> None:
     """One load, in this (fresh) process; prints a JSON line."""
     _django()
     from environment.declaration import declare
-    from environment.loader import build_version_file
+    from environment.ingest import build_version_file
 
     dictionary, problems = declare(DECLARATION)
     assert not problems, problems

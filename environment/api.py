@@ -12,7 +12,7 @@ from tre.openapi import answers
 from tre.roles import Role, has_role, require_role
 
 from . import selectors, services, store
-from .loader import ENCODINGS, ROW_CONVENTION, normalise_encoding
+from .ingest import ENCODINGS, ROW_CONVENTION, normalise_encoding
 from .models import DatasetVersion
 from .serializers import (
     DatasetIn,

@@ -1,19 +1,8 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
-
-
-def _ensure_optout_service_group(sender, **kwargs):
-    if sender.name != "environment":
-        return
-    from django.contrib.auth.models import Group
-
-    from .services import OPTOUT_SERVICE_GROUP
-
-    Group.objects.get_or_create(name=OPTOUT_SERVICE_GROUP)
 
 
 class EnvironmentConfig(AppConfig):
-    name = "environment"
+    """The opt-out service group (``services.OPTOUT_SERVICE_GROUP``) is created by migration
+    ``0002_versions_optouts``; nothing else creates it."""
 
-    def ready(self):
-        post_migrate.connect(_ensure_optout_service_group, sender=self, dispatch_uid="environment.optout_service_group")
+    name = "environment"

@@ -10,6 +10,11 @@ parses back as that same table. Tables starting ``tre_`` are the environment's o
 import functools
 import re
 
+import sqlglot
+from sqlglot import exp
+
+from .engine import connect
+
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # Identifiers hold no data: a run of ten digits looks like an NHS number and is refused.
 _TEN_DIGITS = re.compile(r"[0-9]{10}")
@@ -32,9 +37,7 @@ unique user using variadic verbose when where window with
 @functools.cache
 def duckdb_keywords() -> frozenset[str]:
     """DuckDB keywords that are not "unreserved" (``SELECT keyword_name FROM duckdb_keywords()``)."""
-    import duckdb
-
-    con = duckdb.connect(":memory:")
+    con = connect(memory_limit="64MB", threads=1)
     try:
         rows = con.execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> 'unreserved'").fetchall()
     finally:
@@ -47,9 +50,6 @@ def is_keyword(name: str) -> bool:
 
 
 def _parses_as_table(name: str) -> bool:
-    import sqlglot
-    from sqlglot import exp
-
     try:
         tree = sqlglot.parse_one(f"SELECT count(*) FROM {name} WHERE {name}.x = 1", read="postgres")
     except Exception:

@@ -92,9 +92,3 @@ def make_nhs_number(seed: int) -> str:
         if check is not None:
             return nine + str(check)
     raise AssertionError("unreachable: one of the two prefixes always has a check digit")
-
-
-def make_invalid_nhs_number(seed: int) -> str:
-    """Ten digits that fail the check digit (for tests)."""
-    valid = make_nhs_number(seed)
-    return valid[:9] + str((int(valid[9]) + 1) % 10)

@@ -33,13 +33,15 @@ from django.conf import settings
 
 from tre.errors import NotFound
 
-from . import store
+from . import engine, store
+from .engine import quote_ident as _q
 from .models import Dataset
 from .naming import PERSON_ID
 from .services import (
     DatasetNotLoaded,
     holder_id,
     lease_current_versions,
+    optout_rows,
     optout_watermark_now,
     release_leases,
 )
@@ -102,37 +104,21 @@ def dataset_schema(datasets: Iterable) -> dict[str, dict[str, str]]:
     return schema
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
+_OPTOUT_ROWS = pa.schema([("seq", pa.int64()), ("person_id", pa.string())])
 
 
 def _insert_optouts(con, watermark: int, pending_after: int) -> None:
-    from .models import OptOut
-
-    last = 0
-    while True:
-        chunk = list(OptOut.objects.filter(id__gt=last, id__lte=watermark).order_by("id").values_list("id", "person_id")[:_BATCH])
-        if not chunk:
-            return
-        ids = pa.array([c[0] for c in chunk], pa.int64())
-        pids = pa.array([c[1] for c in chunk], pa.string())
-        con.register("tre_batch", pa.table({"seq": ids, "person_id": pids}))
-        con.execute(f"INSERT INTO {OPTOUTS} SELECT person_id FROM tre_batch")
-        con.execute(f"INSERT INTO {PENDING} SELECT person_id, seq FROM tre_batch WHERE seq > {int(pending_after)}")
-        con.unregister("tre_batch")
-        last = chunk[-1][0]
+    engine.append_through_arrow(con, optout_rows(upto=watermark), _OPTOUT_ROWS, [
+        f"INSERT INTO {OPTOUTS} SELECT person_id FROM {engine.BATCH_VIEW}",
+        f"INSERT INTO {PENDING} SELECT person_id, seq FROM {engine.BATCH_VIEW} WHERE seq > {int(pending_after)}",
+    ], batch=_BATCH)
 
 
 def _build_catalog(path, pairs, aliases, watermark: int) -> None:
-    con = duckdb.connect(str(path), config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
-                                            "threads": 1, "memory_limit": "256MB"})
+    con = engine.connect(path, memory_limit="256MB", threads=1)
     try:
         for _, version in pairs:
-            con.execute(f"ATTACH {_lit(store.abspath(version.file_path))} AS {aliases[version.pk]} (READ_ONLY)")
+            engine.attach_read_only(con, store.abspath(version.file_path), aliases[version.pk])
         con.execute(f"CREATE TABLE {OPTOUTS} (person_id VARCHAR NOT NULL)")
         con.execute(f"CREATE TABLE {PENDING} (person_id VARCHAR NOT NULL, seq BIGINT NOT NULL)")
         oldest = min(v.optout_watermark for _, v in pairs)
@@ -168,17 +154,11 @@ def open_sandbox(datasets):
         catalog = directory / "sandbox.duckdb"
         aliases = {version.pk: f"tre_src_{version.pk}_{secrets.token_hex(8)}" for _, version in pairs}
         _build_catalog(catalog, pairs, aliases, watermark)
-        conn = duckdb.connect(str(catalog), read_only=True, config={
-            "memory_limit": settings.TRE_SANDBOX_MEMORY_LIMIT,
-            "threads": int(settings.TRE_SANDBOX_THREADS),
-            "temp_directory": "",
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "allow_unsigned_extensions": False,
-        })
+        conn = engine.connect(catalog, read_only=True, memory_limit=settings.TRE_SANDBOX_MEMORY_LIMIT,
+                              threads=settings.TRE_SANDBOX_THREADS, temp_directory="",
+                              allow_community_extensions=False, allow_unsigned_extensions=False)
         for _, version in pairs:
-            conn.execute(f"ATTACH {_lit(store.abspath(version.file_path))} AS {aliases[version.pk]} (READ_ONLY)")
+            engine.attach_read_only(conn, store.abspath(version.file_path), aliases[version.pk])
         conn.execute("SET enable_external_access = false")
         conn.execute("SET disabled_filesystems = 'LocalFileSystem'")
         conn.execute("SET lock_configuration = true")

@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 from .dictionary import Granularity
 from .dictionary import Role as DictRole
-from .loader import ENCODINGS, ROW_CONVENTION
+from .ingest import ENCODINGS, ROW_CONVENTION
 from .models import Dataset, DatasetVersion
 
 _ANY_VALUE = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],

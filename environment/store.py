@@ -5,10 +5,12 @@
     datasets/<dataset id>/.v<n>-<token>.tmp  a file being written (renamed when complete)
     sandboxes/<token>/sandbox.duckdb         a sandbox's catalog (views + opt-outs), removed at close
     tmp/<token>/                             DuckDB spill space of a running load
+    results/q<id>.json, results/q<id>.persons  a query's raw result and person sets (``queries.results``)
 
 Paths in the database are relative to the store, so the store can move.
 """
 
+import errno
 import os
 import secrets
 import shutil
@@ -16,6 +18,8 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+
+from tre.errors import Unavailable
 
 
 def root() -> Path:
@@ -68,6 +72,11 @@ def sandbox_dir() -> Path:
     return path
 
 
+def result_file(query_id: int, suffix: str) -> Path:
+    """``results/q<id>.<suffix>``: a query's raw result, kept inside the store."""
+    return ensure_dir("results") / f"q{int(query_id)}.{suffix}"
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -87,6 +96,19 @@ def publish(tmp: Path, final: Path) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all at once: a temporary file beside it, synced, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}-{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        publish(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def remove_quietly(path) -> None:
@@ -125,8 +147,6 @@ def failure_reason(exc: BaseException) -> str | None:
     """A clear, data-free sentence for a store failure (disk full, read-only, no permission), or None.
 
     DuckDB reports a full disk as its own exception whose text names the OS error, so both are read."""
-    import errno
-
     code = getattr(exc, "errno", None)
     text = str(exc)
     if code == errno.ENOSPC or "No space left on device" in text:
@@ -140,6 +160,4 @@ def failure_reason(exc: BaseException) -> str | None:
 
 def unavailable(exc: OSError):
     """The 503 to answer when the store cannot take a write during a request."""
-    from tre.errors import Unavailable
-
     return Unavailable(failure_reason(exc) or "the store cannot be written to right now", dependency="store")

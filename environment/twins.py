@@ -25,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .dictionary import PERSON_ID, ColumnType, Dictionary, Granularity, Role
+from .engine import connect, quote_ident
 from .recordkeys import RK, RK2, record_keys_many
 from .values import DUCKDB_TYPES
 
@@ -112,14 +113,10 @@ def generate_twin(dictionary: Dictionary, *, rows: int, seed: int | None = None,
 
 def write_twin_file(table: pa.Table, dictionary: Dictionary, path: Path, *, seed: int) -> None:
     """Write the twin as a store file (``data`` + the ``tre_twin`` marker)."""
-    import duckdb
-
-    _q = '"{}"'.format
     schema = ", ".join([f"{PERSON_ID} VARCHAR NOT NULL"]
-                       + [f"{_q(c.name)} {DUCKDB_TYPES[c.type]}" for c in dictionary.stored_columns]
+                       + [f"{quote_ident(c.name)} {DUCKDB_TYPES[c.type]}" for c in dictionary.stored_columns]
                        + [f"{RK} SMALLINT NOT NULL", f"{RK2} BIGINT NOT NULL"])
-    con = duckdb.connect(str(path), config={"threads": 1, "memory_limit": "256MB",
-                                            "autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con = connect(path, memory_limit="256MB", threads=1)
     try:
         con.execute(f"CREATE TABLE data ({schema})")
         con.register("tre_twin_rows", table)

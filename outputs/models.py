@@ -14,6 +14,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from audit.actions import AuditAction
+from audit.transitions import Step
+
 
 class Output(models.Model):
     class Status(models.TextChoices):
@@ -91,6 +94,23 @@ class Output(models.Model):
     def round_open(self) -> bool:
         """Checkers are voting in ``round`` right now."""
         return self.status == self.Status.SUBMITTED
+
+
+_O = Output.Status
+# Every change of an output's status: (from, action) → (to, audit action). ``reject``, ``return``
+# and ``release`` are decided by the checkers' votes (tre/rounds.py), ``stale`` by an opt-out.
+TRANSITIONS = {
+    (_O.PENDING, "request_release"): Step(_O.SUBMITTED, AuditAction.OUTPUT_RELEASE_REQUESTED),
+    (_O.RETURNED, "request_release"): Step(_O.SUBMITTED, AuditAction.OUTPUT_RELEASE_REQUESTED),
+    (_O.PENDING, "withdraw"): Step(_O.WITHDRAWN, AuditAction.OUTPUT_WITHDRAWN),
+    (_O.RETURNED, "withdraw"): Step(_O.WITHDRAWN, AuditAction.OUTPUT_WITHDRAWN),
+    (_O.SUBMITTED, "release"): Step(_O.RELEASED, AuditAction.OUTPUT_RELEASED),
+    (_O.SUBMITTED, "reject"): Step(_O.REJECTED, AuditAction.OUTPUT_REJECTED),
+    (_O.SUBMITTED, "return"): Step(_O.RETURNED, AuditAction.OUTPUT_RETURNED),
+    (_O.PENDING, "mark_stale"): Step(_O.STALE, AuditAction.OUTPUT_STALE),
+    (_O.SUBMITTED, "mark_stale"): Step(_O.STALE, AuditAction.OUTPUT_STALE),
+    (_O.RETURNED, "mark_stale"): Step(_O.STALE, AuditAction.OUTPUT_STALE),
+}
 
 
 class OutputReview(models.Model):

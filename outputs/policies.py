@@ -39,6 +39,12 @@ def require_member(user, output, doing: str) -> None:
                         "(its members have no view_output permission)", rule=VIEW_OUTPUT)
 
 
+def checker_eligible(user, output) -> bool:
+    """The one eligibility rule for a checker's vote, applied when voting and again when counting:
+    an active output checker who does not belong to the output's project."""
+    return bool(user.is_active and has_role(user, Role.OUTPUT_CHECKER) and not is_member(user, output.project))
+
+
 def require_eligible_checker(user, output) -> None:
     """403 unless ``user`` is an output checker who does not belong to the output's project."""
     require_role(user, Role.OUTPUT_CHECKER)

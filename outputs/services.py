@@ -20,16 +20,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset, OptOut
 from queries.personsets import deserialize_sets
 from queries.results import read_person_sets, read_result
 from queries.services import query_rerun
+from tre import rounds
 from tre.errors import Invalid, WrongState
 
 from . import policies
-from .models import Output, OutputReview, ReleasedPersonSets
+from .models import TRANSITIONS, Output, OutputReview, ReleasedPersonSets
 from .sdc import SdcParams, apply_sdc, find_differencing
 from .selectors import pick_columns, raw_table
 
@@ -43,7 +45,7 @@ Vote = OutputReview.Decision
 
 @dataclasses.dataclass(frozen=True)
 class _Column:
-    """What ``apply_sdc`` reads of a query's output column (``Query.columns`` holds dicts)."""
+    """What ``apply_sdc`` reads of a query's output column (``Query.column_plan`` holds dicts)."""
 
     name: str
     kind: str
@@ -61,7 +63,7 @@ def sdc_params_for() -> SdcParams:
                      zeros_disclosive=settings.TRE_SDC_ZEROS_DISCLOSIVE)
 
 
-def plain(value):
+def as_result_key(value):
     """A key value as the result file stores it (``queries.results``): what a person-set key and a
     raw row's key are compared as."""
     if isinstance(value, Decimal):
@@ -69,7 +71,7 @@ def plain(value):
     if isinstance(value, (datetime, date, time)):
         return value.isoformat()
     if isinstance(value, tuple):
-        return [plain(v) for v in value]
+        return [as_result_key(v) for v in value]
     return value
 
 
@@ -91,7 +93,7 @@ def _differencing(query, params: SdcParams) -> list[dict]:
 
 def _key_index(columns: list[_Column], raw: list[list]) -> dict[tuple, int]:
     keys = [i for i, c in enumerate(columns) if c.kind == "key"]
-    return {_hashable(plain(tuple(row[k] for k in keys))): r for r, row in enumerate(raw)}
+    return {_hashable(as_result_key(tuple(row[k] for k in keys))): r for r, row in enumerate(raw)}
 
 
 def _hashable(value):
@@ -108,7 +110,7 @@ def output_create_for_query(*, query) -> Output:
     if existing is not None:
         return existing
     columns = [_Column(name=c["name"], kind=c["kind"], top1=c.get("top1"), top2=c.get("top2"), total=c.get("total"))
-               for c in query.columns]
+               for c in query.column_plan]
     result_columns, rows = read_result(query.pk)
     # Non-finite floats (NaN from an engine) read as null statistics; JSON columns cannot hold them.
     rows = pick_columns(result_columns, rows, list(result_columns))
@@ -119,14 +121,14 @@ def output_create_for_query(*, query) -> Output:
     row_of = _key_index(columns, pick_columns(result_columns, rows, names)) if findings else {}
     stored, matched, unmatched = [], [], 0
     for finding in findings:
-        group = plain(tuple(finding["group"]))
+        group = as_result_key(tuple(finding["group"]))
         row = row_of.get(_hashable(group))
         if row is None:
             unmatched += 1
         else:
             matched.append({"row": row})
         stored.append({"group": group, "row": row, "released_output": finding["released_output"],
-                       "released_group": plain(tuple(finding["released_group"])),
+                       "released_group": as_result_key(tuple(finding["released_group"])),
                        "difference": finding["difference"]})
     if unmatched:
         log.error("query %s: %d differencing finding(s) name groups not in the result", query.pk, unmatched)
@@ -145,7 +147,7 @@ def output_create_for_query(*, query) -> Output:
     if missed is not None:
         # Opt-outs registered while the query ran were not excluded by its sandbox, and the signal
         # for them came before this output existed: it is stale from the start.
-        _mark_stale(output, datasets=sorted({str(n).lower() for n in query.datasets or []}), registered_at=missed,
+        _mark_stale(output, datasets=sorted({str(n).lower() for n in query.dataset_names or []}), registered_at=missed,
                     actor=None)
         output.refresh_from_db()
     return output
@@ -173,13 +175,11 @@ def output_request_release(*, output, actor, comment: str = "", request=None, no
     """``pending``/``returned`` → ``submitted``: the output enters the checkers' queue; a new round."""
     output = _lock(output)
     policies.require_member(actor, output, "request its release")
-    policies.require_status(output, Output.REQUESTABLE, "be submitted for release")
-    output.status, output.round = S.SUBMITTED, output.round + 1
-    output.requested_at, output.request_comment = now or timezone.now(), comment or ""
-    output.save(update_fields=["status", "round", "requested_at", "request_comment", "updated_at"])
-    audit_record(actor=actor, action=AuditAction.OUTPUT_RELEASE_REQUESTED, target=output, request=request,
-           data={"round": output.round, "comment": output.request_comment})
-    return output
+    next_round = output.round + 1
+    return transitions.apply(TRANSITIONS, output, "request_release", actor=actor, request=request,
+                             fields={"round": next_round, "requested_at": now or timezone.now(),
+                                     "request_comment": comment or ""},
+                             data={"round": next_round, "comment": comment or ""})
 
 
 @transaction.atomic
@@ -187,22 +187,27 @@ def output_withdraw(*, output, actor, comment: str = "", request=None, now=None)
     """``pending``/``returned`` → ``withdrawn`` (final)."""
     output = _lock(output)
     policies.require_member(actor, output, "withdraw it")
-    policies.require_status(output, Output.WITHDRAWABLE, "be withdrawn")
-    output.status, output.withdrawn_at = S.WITHDRAWN, now or timezone.now()
-    output.save(update_fields=["status", "withdrawn_at", "updated_at"])
-    audit_record(actor=actor, action=AuditAction.OUTPUT_WITHDRAWN, target=output, request=request,
-           data={"round": output.round, "comment": comment or ""})
-    return output
+    return transitions.apply(TRANSITIONS, output, "withdraw", actor=actor, request=request,
+                             fields={"withdrawn_at": now or timezone.now()},
+                             data={"round": output.round, "comment": comment or ""})
 
 
 # --- the checkers' votes -----------------------------------------------------------------------
+
+def _ballots(output) -> list[rounds.Ballot]:
+    """This round's votes, each with its checker's eligibility checked again now."""
+    votes = (OutputReview.objects.filter(output=output, round=output.round)
+             .select_related("checker").order_by("created_at", "id"))
+    return [rounds.Ballot(voter=v.checker.get_username(), decision=v.decision,
+                          eligible=policies.checker_eligible(v.checker, output)) for v in votes]
+
 
 @transaction.atomic
 def output_review(*, output, actor, decision: str, comment: str, request=None, now=None) -> Output:
     """One eligible checker's vote in the current round (only while ``submitted``; once per round).
 
     ``reject`` rejects (final); ``return`` returns it to the researcher (a new request starts a new
-    round); ``TRE_OUTPUT_APPROVALS`` approvals by distinct checkers release it."""
+    round); ``TRE_OUTPUT_APPROVALS`` approvals by distinct checkers release it (tre/rounds.py)."""
     comment = (comment or "").strip()
     if not comment:
         raise Invalid(fields={"comment": ["a vote needs a comment"]})
@@ -218,43 +223,35 @@ def output_review(*, output, actor, decision: str, comment: str, request=None, n
             OutputReview.objects.create(output=output, checker=actor, decision=decision, comment=comment,
                                         round=output.round)
     except IntegrityError:  # a concurrent duplicate that slipped past the check above
-        raise WrongState(f"you have already voted in round {output.round} of this output", status=output.status)
+        raise WrongState(f"you have already voted in round {output.round} of this output", status=output.status) from None
     audit_record(actor=actor, action=AuditAction.OUTPUT_REVIEWED, target=output, request=request,
-           data={"decision": decision, "round": output.round, "comment": comment})
+                 data={"decision": decision, "round": output.round, "comment": comment})
     now = now or timezone.now()
-    if decision == Vote.REJECT:
-        output.status, output.decided_at = S.REJECTED, now
-        output.save(update_fields=["status", "decided_at", "updated_at"])
-        audit_record(actor=actor, action=AuditAction.OUTPUT_REJECTED, target=output, request=request,
-               data={"round": output.round, "comment": comment})
-    elif decision == Vote.RETURN:
-        output.status, output.decided_at = S.RETURNED, now
-        output.save(update_fields=["status", "decided_at", "updated_at"])
-        audit_record(actor=actor, action=AuditAction.OUTPUT_RETURNED, target=output, request=request,
-               data={"round": output.round, "comment": comment})
-    else:
-        approvers = list(OutputReview.objects.filter(output=output, round=output.round, decision=Vote.APPROVE)
-                         .order_by("created_at", "id").values_list("checker__username", flat=True))
-        if len(approvers) >= settings.TRE_OUTPUT_APPROVALS:
-            _release(output, actor=actor, approvers=approvers, comment=comment, request=request, now=now)
+    result = rounds.tally(_ballots(output), rule=rounds.Rule.FIRST_OBJECTION, required=settings.TRE_OUTPUT_APPROVALS)
+    if result.outcome == rounds.Outcome.REJECTED:
+        transitions.apply(TRANSITIONS, output, "reject", actor=actor, request=request, fields={"decided_at": now},
+                          data={"round": output.round, "comment": comment})
+    elif result.outcome == rounds.Outcome.RETURNED:
+        transitions.apply(TRANSITIONS, output, "return", actor=actor, request=request, fields={"decided_at": now},
+                          data={"round": output.round, "comment": comment})
+    elif result.outcome == rounds.Outcome.APPROVED:
+        _release(output, actor=actor, approvers=list(result.approvers), comment=comment, request=request, now=now)
     return output
 
 
 def _release(output, *, actor, approvers, comment, request, now) -> None:
-    output.status, output.released_at, output.decided_at = S.RELEASED, now, now
-    output.save(update_fields=["status", "released_at", "decided_at", "updated_at"])
     blob = read_person_sets(output.query_id)
-    groups = 0
+    groups = len(deserialize_sets(blob)) if blob else 0
+    transitions.apply(TRANSITIONS, output, "release", actor=actor, request=request,
+                      fields={"released_at": now, "decided_at": now},
+                      data={"round": output.round, "approvers": approvers, "comment": comment,
+                            "sdc_status": output.sdc_status, "summary": output.sdc_summary,
+                            "differencing_groups_stored": groups})
     if blob:
-        groups = len(deserialize_sets(blob))
         ReleasedPersonSets.objects.create(project_id=output.project_id, output=output, blob=blob, groups=groups)
     else:
         log.warning("output %s released without person sets: later outputs cannot be checked against it",
                     output.pk)
-    audit_record(actor=actor, action=AuditAction.OUTPUT_RELEASED, target=output, request=request,
-           data={"round": output.round, "approvers": approvers, "comment": comment,
-                 "sdc_status": output.sdc_status, "summary": output.sdc_summary,
-                 "differencing_groups_stored": groups})
 
 
 # --- what the API serves, audited --------------------------------------------------------------
@@ -295,7 +292,7 @@ def mark_stale_for_datasets(*, dataset_ids, registered_at, actor=None) -> list[O
                   .select_related("query").order_by("id"))
     marked = []
     for candidate in candidates:
-        read = {str(n).lower() for n in candidate.query.datasets or []}
+        read = {str(n).lower() for n in candidate.query.dataset_names or []}
         if not read & names:
             continue
         output = _mark_stale(candidate, datasets=sorted(read & names), registered_at=registered_at, actor=actor)
@@ -310,10 +307,8 @@ def _mark_stale(output, *, datasets, registered_at, actor) -> Output | None:
     if output.status not in Output.UNRELEASED:  # released or withdrawn meanwhile
         return None
     previous = output.status
-    output.status, output.stale_at = S.STALE, timezone.now()
-    output.save(update_fields=["status", "stale_at", "updated_at"])
     rerun_id = query_rerun(query=output.query, actor=actor, reason="stale").pk
-    audit_record(actor=actor, action=AuditAction.OUTPUT_STALE, target=output,
-           data={"previous_status": previous, "datasets": datasets, "optouts_registered_at": registered_at,
-                 "rerun_query": rerun_id, "comment": "an opt-out changed the data this output was computed from"})
-    return output
+    return transitions.apply(TRANSITIONS, output, "mark_stale", actor=actor, fields={"stale_at": timezone.now()},
+                             data={"previous_status": previous, "datasets": datasets,
+                                   "optouts_registered_at": registered_at, "rerun_query": rerun_id,
+                                   "comment": "an opt-out changed the data this output was computed from"})

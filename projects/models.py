@@ -2,13 +2,16 @@
 
 Every write goes through ``projects.services`` (one transaction, audited). Per-object rights are
 django-guardian permissions stored in the direct foreign-key tables below; they are granted and
-revoked only by ``access.services``.
+revoked only by ``projects.grants``.
 """
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+
+from audit.actions import AuditAction
+from audit.transitions import Step
 
 
 class Project(models.Model):
@@ -90,6 +93,24 @@ class Project(models.Model):
 
     def is_past_end(self, today=None) -> bool:
         return self.end_date is not None and self.end_date < (today or timezone.localdate())
+
+
+_P = Project.Status
+# Every change of a project's status: (from, action) → (to, audit action). The source of a
+# transition is the *effective* status (an approved or suspended project past its end date reads
+# as expired). Votes decide ``approve``/``reject``/``return`` (tre/rounds.py).
+TRANSITIONS = {
+    (_P.DRAFT, "submit"): Step(_P.SUBMITTED, AuditAction.PROJECT_SUBMITTED),
+    (_P.RETURNED, "submit"): Step(_P.SUBMITTED, AuditAction.PROJECT_SUBMITTED),
+    (_P.SUBMITTED, "approve"): Step(_P.APPROVED, AuditAction.PROJECT_APPROVED),
+    (_P.SUBMITTED, "reject"): Step(_P.REJECTED, AuditAction.PROJECT_REJECTED),
+    (_P.SUBMITTED, "return"): Step(_P.RETURNED, AuditAction.PROJECT_RETURNED),
+    (_P.APPROVED, "suspend"): Step(_P.SUSPENDED, AuditAction.PROJECT_SUSPENDED),
+    (_P.SUSPENDED, "reinstate"): Step(_P.APPROVED, AuditAction.PROJECT_REINSTATED),
+    (_P.APPROVED, "close"): Step(_P.CLOSED, AuditAction.PROJECT_CLOSED),
+    (_P.SUSPENDED, "close"): Step(_P.CLOSED, AuditAction.PROJECT_CLOSED),
+    (Project.EXPIRED, "close"): Step(_P.CLOSED, AuditAction.PROJECT_CLOSED),
+}
 
 
 class ProjectMembership(models.Model):

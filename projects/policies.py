@@ -40,6 +40,12 @@ def dac_conflict(user, project) -> tuple[str, str] | None:
     return None
 
 
+def dac_eligible(user, project) -> bool:
+    """The one eligibility rule for a DAC vote, applied when voting and again when counting:
+    an active DAC member with no conflict of interest with ``project``."""
+    return bool(user.is_active and has_role(user, Role.DAC) and dac_conflict(user, project) is None)
+
+
 def require_eligible_dac(user, project) -> None:
     """403 unless ``user`` is in the ``dac`` group and has no conflict with ``project``."""
     require_role(user, Role.DAC)

@@ -18,16 +18,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from access.selectors import agreement_gaps_for
+from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset
 from organisations.models import UserProfile
+from tre import rounds
 from tre.errors import Forbidden, Invalid, NotFound, WrongState
-from tre.roles import Role, has_role
 
 from . import policies
 from .grants import PROJECT_PERMISSIONS, RESEARCH_PERMISSIONS, project_permissions_grant, project_permissions_revoke
-from .models import Project, ProjectMembership, ProjectReview
+from .models import TRANSITIONS, Project, ProjectMembership, ProjectReview
 
 S = Project.Status
 Vote = ProjectReview.Decision
@@ -167,11 +168,16 @@ def project_member_remove(*, project, actor, username: str, request=None) -> Non
 
 # --- Submission and review ----------------------------------------------------------------
 
+def _apply(project, action: str, *, actor, fields=None, data=None, request=None) -> Project:
+    return transitions.apply(TRANSITIONS, project, action, actor=actor, fields=fields, data=data, request=request,
+                             status=project.effective_status())
+
+
 @transaction.atomic
 def project_submit(*, project, actor, now=None, request=None) -> Project:
     project = _lock(project)
     policies.require_lead(actor, project, "submit it")
-    policies.require_status(project, policies.EDITABLE, "be submitted")
+    transitions.check(TRANSITIONS, project, "submit", status=project.effective_status())
     missing = {f: ["required before the project is submitted"] for f in REQUIRED_TO_SUBMIT
                if getattr(project, f) in (None, "")}
     datasets = list(project.datasets.all())
@@ -179,32 +185,25 @@ def project_submit(*, project, actor, now=None, request=None) -> Project:
         missing["datasets"] = ["a project must request at least one dataset before it is submitted"]
     if missing:
         raise Invalid(fields=missing)
-    project.status, project.submitted_at = S.SUBMITTED, now or timezone.now()
-    project.save(update_fields=["status", "submitted_at", "updated_at"])
     gaps = agreement_gaps_for([project])[project.pk]
-    audit_record(actor=actor, action=AuditAction.PROJECT_SUBMITTED, target=project, request=request,
-           data={"round": project.review_round,
-                 "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
-    return project
+    return _apply(project, "submit", actor=actor, request=request, fields={"submitted_at": now or timezone.now()},
+                  data={"round": project.review_round,
+                        "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
 
 
-def _counted_approvals(project) -> list[str]:
-    """Usernames of the eligible DAC members who approved in the current round (eligibility is
-    checked again now: a voter who since joined the project or left the DAC does not count)."""
-    votes = (ProjectReview.objects.filter(project=project, round=project.review_round, decision=Vote.APPROVE)
+def _ballots(project) -> list[rounds.Ballot]:
+    """The current round's votes, each with its voter's eligibility checked again now (a voter who
+    since joined the project or left the DAC does not count)."""
+    votes = (ProjectReview.objects.filter(project=project, round=project.review_round)
              .select_related("reviewer").order_by("created_at", "id"))
-    names = []
-    for vote in votes:
-        reviewer = vote.reviewer
-        if reviewer.is_active and has_role(reviewer, Role.DAC) and policies.dac_conflict(reviewer, project) is None:
-            names.append(reviewer.get_username())
-    return sorted(set(names))
+    return [rounds.Ballot(voter=v.reviewer.get_username(), decision=v.decision,
+                          eligible=policies.dac_eligible(v.reviewer, project)) for v in votes]
 
 
 @transaction.atomic
 def project_review(*, project, actor, decision: str, comment: str, now=None, request=None) -> ProjectReview:
     """One DAC vote. ``TRE_DAC_APPROVALS`` approvals in a round approve; any reject rejects; a
-    return sends the project back to its lead and starts a new round."""
+    return sends the project back to its lead and starts a new round (tre/rounds.py)."""
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
     comment = (comment or "").strip()
@@ -221,34 +220,22 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
     review = ProjectReview.objects.create(project=project, reviewer=actor, decision=decision, comment=comment,
                                           round=this_round)
     audit_record(actor=actor, action=AuditAction.PROJECT_REVIEWED, target=project, request=request,
-           data={"decision": decision, "comment": comment, "round": this_round, "review": review.pk})
-
-    if decision == Vote.REJECT:
-        project.status, project.rejected_at = S.REJECTED, now
-        project.save(update_fields=["status", "rejected_at", "updated_at"])
-        audit_record(actor=actor, action=AuditAction.PROJECT_REJECTED, target=project, request=request,
+                 data={"decision": decision, "comment": comment, "round": this_round, "review": review.pk})
+    result = rounds.tally(_ballots(project), rule=rounds.Rule.FIRST_OBJECTION, required=settings.TRE_DAC_APPROVALS)
+    if result.outcome == rounds.Outcome.REJECTED:
+        _apply(project, "reject", actor=actor, request=request, fields={"rejected_at": now},
                data={"comment": comment, "round": this_round})
-    elif decision == Vote.RETURN:
-        project.status, project.review_round = S.RETURNED, this_round + 1
-        project.save(update_fields=["status", "review_round", "updated_at"])
-        audit_record(actor=actor, action=AuditAction.PROJECT_RETURNED, target=project, request=request,
+    elif result.outcome == rounds.Outcome.RETURNED:
+        _apply(project, "return", actor=actor, request=request, fields={"review_round": this_round + 1},
                data={"comment": comment, "round": this_round})
-    else:
-        approvals = _counted_approvals(project)
-        if len(approvals) >= settings.TRE_DAC_APPROVALS:
-            _approve(project, actor=actor, approvals=approvals, comment=comment, now=now, request=request)
+    elif result.outcome == rounds.Outcome.APPROVED:
+        _apply(project, "approve", actor=actor, request=request, fields={"approved_at": now},
+               data={"round": this_round, "approvals": sorted(result.approvers), "comment": comment})
+        if project.is_past_end(timezone.localdate(now)):
+            _expire(project, now=now)  # approved after its end date: it reads as expired at once
+        else:
+            _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.approved", request=request)
     return review
-
-
-def _approve(project, *, actor, approvals, comment, now, request) -> None:
-    project.status, project.approved_at = S.APPROVED, now
-    project.save(update_fields=["status", "approved_at", "updated_at"])
-    audit_record(actor=actor, action=AuditAction.PROJECT_APPROVED, target=project, request=request,
-           data={"round": project.review_round, "approvals": approvals, "comment": comment})
-    if project.is_past_end(timezone.localdate(now)):
-        _expire(project, now=now)  # approved after its end date: it reads as expired at once
-    else:
-        _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.approved", request=request)
 
 
 # --- Suspend, reinstate, close, expire -----------------------------------------------------
@@ -257,10 +244,8 @@ def _approve(project, *, actor, approvals, comment, now, request) -> None:
 def project_suspend(*, project, actor, comment: str = "", now=None, request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
-    policies.require_status(project, [S.APPROVED], "be suspended")
-    project.status, project.suspended_at = S.SUSPENDED, now or timezone.now()
-    project.save(update_fields=["status", "suspended_at", "updated_at"])
-    audit_record(actor=actor, action=AuditAction.PROJECT_SUSPENDED, target=project, request=request, data={"comment": comment})
+    _apply(project, "suspend", actor=actor, request=request, fields={"suspended_at": now or timezone.now()},
+           data={"comment": comment})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.suspended", request=request)
     return project
 
@@ -269,10 +254,8 @@ def project_suspend(*, project, actor, comment: str = "", now=None, request=None
 def project_reinstate(*, project, actor, comment: str = "", request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
-    policies.require_status(project, [S.SUSPENDED], "be reinstated")  # an expired project cannot be
-    project.status, project.suspended_at = S.APPROVED, None
-    project.save(update_fields=["status", "suspended_at", "updated_at"])
-    audit_record(actor=actor, action=AuditAction.PROJECT_REINSTATED, target=project, request=request, data={"comment": comment})
+    _apply(project, "reinstate", actor=actor, request=request, fields={"suspended_at": None},  # not when expired
+           data={"comment": comment})
     _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.reinstated", request=request)
     return project
 
@@ -282,11 +265,8 @@ def project_close(*, project, actor, comment: str = "", now=None, request=None) 
     """The lead or an eligible DAC member closes an approved, suspended or expired project."""
     project = _lock(project)
     policies.require_lead_or_eligible_dac(actor, project, "close it")
-    policies.require_status(project, [S.APPROVED, S.SUSPENDED, Project.EXPIRED], "be closed")
     previous = project.effective_status()
-    project.status, project.closed_at = S.CLOSED, now or timezone.now()
-    project.save(update_fields=["status", "closed_at", "updated_at"])
-    audit_record(actor=actor, action=AuditAction.PROJECT_CLOSED, target=project, request=request,
+    _apply(project, "close", actor=actor, request=request, fields={"closed_at": now or timezone.now()},
            data={"comment": comment, "previous_status": previous})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.closed", request=request)
     return project

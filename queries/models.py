@@ -1,6 +1,9 @@
 from django.conf import settings
 from django.db import models
 
+from audit.actions import AuditAction
+from audit.transitions import Step
+
 
 class Query(models.Model):
     """A researcher's SQL, validated and rewritten; run by a worker inside the environment.
@@ -24,8 +27,8 @@ class Query(models.Model):
     sql = models.TextField()
     rewritten_sql = models.TextField()  # for checkers, never researchers
     persons_sql = models.TextField()  # (group, person) pairs for the differencing check
-    columns = models.JSONField(default=list)  # [{name, kind, top1, top2, total}]
-    datasets = models.JSONField(default=list)  # dataset names the SQL reads
+    column_plan = models.JSONField(default=list)  # the result's columns: [{name, kind, top1, top2, total}]
+    dataset_names = models.JSONField(default=list)  # names of the datasets the SQL reads
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)  # null: the broker has not taken it yet
@@ -60,3 +63,19 @@ class Query(models.Model):
 
     def __str__(self):
         return f"query {self.pk} ({self.status})"
+
+
+_Q = Query.Status
+# Every change of a query's status: (from, action) → (to, audit action). ``start`` from running is
+# a resumed attempt (the same task retried) or a dead attempt's successor; ``requeue`` is the
+# sweeper's second chance for an attempt whose worker stopped reporting.
+TRANSITIONS = {
+    (_Q.QUEUED, "start"): Step(_Q.RUNNING, AuditAction.QUERY_STARTED),
+    (_Q.RUNNING, "start"): Step(_Q.RUNNING, AuditAction.QUERY_STARTED),
+    (_Q.RUNNING, "complete"): Step(_Q.COMPLETED, AuditAction.QUERY_COMPLETED),
+    (_Q.QUEUED, "fail"): Step(_Q.FAILED, AuditAction.QUERY_FAILED),
+    (_Q.RUNNING, "fail"): Step(_Q.FAILED, AuditAction.QUERY_FAILED),
+    (_Q.QUEUED, "cancel"): Step(_Q.CANCELLED, AuditAction.QUERY_CANCELLED),
+    (_Q.RUNNING, "cancel"): Step(_Q.CANCELLED, AuditAction.QUERY_CANCELLED),
+    (_Q.RUNNING, "requeue"): Step(_Q.QUEUED, AuditAction.QUERY_REQUEUED),
+}

@@ -1,22 +1,16 @@
 """Query results live in the store, inside the environment, never in an API response.
 
 ``results/q<id>.json`` holds the raw aggregate table; ``results/q<id>.persons`` holds the
-per-group person sets (roaring bitmaps) for the differencing check. Written atomically.
+per-group person sets (roaring bitmaps) for the differencing check. Written atomically, through
+the store (``environment.store`` owns the layout).
 """
 
 import json
-import os
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from django.conf import settings
-
-
-def _dir() -> Path:
-    path = Path(settings.TRE_STORE_DIR) / "results"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+from environment import store
 
 
 def _default(value):
@@ -27,26 +21,17 @@ def _default(value):
     raise TypeError(f"cannot store {type(value).__name__} in a result")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def result_path(query_id: int) -> Path:
-    return _dir() / f"q{query_id}.json"
+    return store.result_file(query_id, "json")
 
 
 def persons_path(query_id: int) -> Path:
-    return _dir() / f"q{query_id}.persons"
+    return store.result_file(query_id, "persons")
 
 
 def write_result(query_id: int, columns: list[str], rows: list) -> Path:
     path = result_path(query_id)
-    _atomic_write(path, json.dumps({"columns": columns, "rows": [list(r) for r in rows]}, default=_default).encode())
+    store.write_atomic(path, json.dumps({"columns": columns, "rows": [list(r) for r in rows]}, default=_default).encode())
     return path
 
 
@@ -57,7 +42,7 @@ def read_result(query_id: int) -> tuple[list[str], list[list]]:
 
 def write_person_sets(query_id: int, blob: bytes) -> Path:
     path = persons_path(query_id)
-    _atomic_write(path, blob)
+    store.write_atomic(path, blob)
     return path
 
 

@@ -13,6 +13,7 @@ class QueryOut(serializers.ModelSerializer):
     """What a member sees of a query: never result values, never the rewritten SQL."""
 
     submitted_by = serializers.CharField(source="submitted_by.username", read_only=True)
+    datasets = serializers.ListField(source="dataset_names", child=serializers.CharField(), read_only=True)
     output = serializers.SerializerMethodField()
     elapsed_ms = serializers.SerializerMethodField()
 

@@ -19,6 +19,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.utils import timezone
 
 from access.decision import check_access, require_access
+from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset
@@ -27,7 +28,7 @@ from environment.services import reap_dead_sandboxes
 from tre.errors import Invalid, WrongState
 
 from . import results
-from .models import Query
+from .models import TRANSITIONS, Query
 from .personsets import serialize_uint64_sets
 from .signals import query_completed
 from .sql import PERSON_KEYS, QueryRejected, referenced_datasets, validate_and_rewrite
@@ -84,10 +85,10 @@ def query_submit(*, project, actor, sql, title: str = "", request=None) -> Query
         query = Query.objects.create(
             project=project, submitted_by=actor, title=(title or "")[:200], sql=validated.sql,
             rewritten_sql=validated.rewritten_sql, persons_sql=validated.persons_sql,
-            columns=[asdict(c) for c in validated.columns], datasets=list(validated.datasets),
+            column_plan=[asdict(c) for c in validated.columns], dataset_names=list(validated.datasets),
         )
         audit_record(actor=actor, action=AuditAction.QUERY_SUBMITTED, target=query, project=project.pk, request=request,
-                     data={"datasets": query.datasets, "title": query.title})
+                     data={"datasets": query.dataset_names, "title": query.title})
         transaction.on_commit(lambda: enqueue(query.pk))
     return query
 
@@ -113,8 +114,7 @@ def enqueue(query_id: int) -> bool:
 @transaction.atomic
 def query_cancel(*, query, actor, request=None, now=None) -> Query:
     query = Query.objects.select_for_update().get(pk=query.pk)
-    if query.is_finished:
-        raise WrongState(f"query is {query.status}; only a queued or running query can be cancelled", status=query.status)
+    transitions.check(TRANSITIONS, query, "cancel")
     if query.status == Query.Status.QUEUED:
         _finish(query, Query.Status.CANCELLED, now=now)
         audit_record(actor=actor, action=AuditAction.QUERY_CANCELLED, target=query, request=request, data={"while": "queued"})
@@ -130,8 +130,8 @@ def query_rerun(*, query, actor=None, reason: str = "stale") -> Query:
     with transaction.atomic():
         new = Query.objects.create(
             project=query.project, submitted_by=query.submitted_by, title=query.title, sql=query.sql,
-            rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql, columns=query.columns,
-            datasets=query.datasets, rerun_of=query,
+            rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql, column_plan=query.column_plan,
+            dataset_names=query.dataset_names, rerun_of=query,
         )
         audit_record(actor=actor, action=AuditAction.QUERY_RERUN, target=new, project=query.project_id,
                      data={"rerun_of": query.pk, "reason": reason})
@@ -141,7 +141,12 @@ def query_rerun(*, query, actor=None, reason: str = "stale") -> Query:
 
 # --- the run, inside the environment ------------------------------------------------------------
 
+_FINISHING = {Query.Status.COMPLETED: "complete", Query.Status.FAILED: "fail", Query.Status.CANCELLED: "cancel"}
+
+
 def _finish(query, status, *, code: str = "", detail: str = "", now=None) -> None:
+    """End ``query`` in ``status`` (checked against the transition table); the caller audits."""
+    transitions.check(TRANSITIONS, query, _FINISHING[status])
     query.status = status
     query.finished_at = now or timezone.now()
     if code:
@@ -214,13 +219,14 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
             _finish(query, Query.Status.FAILED, code="worker_lost", detail=f"{query.attempts} attempts did not finish", now=now)
             audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "worker_lost"})
             return None
-        decision = check_access(user=query.submitted_by, project=query.project, datasets=query.datasets)
+        decision = check_access(user=query.submitted_by, project=query.project, datasets=query.dataset_names)
         if not decision.allowed:
             _finish(query, Query.Status.FAILED, code="access_refused", detail=decision.message, now=now)
             query.error = f"{GENERIC_ERRORS['access_refused']}: {decision.message} (rule {decision.rule})"
             query.save(update_fields=["error"])
             audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "access_refused", "rule": decision.rule})
             return None
+        transitions.check(TRANSITIONS, query, "start")
         query.status, query.started_at, query.heartbeat_at = Query.Status.RUNNING, now, now
         query.task_id = task_id
         query.attempts += 1
@@ -230,7 +236,7 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
         return query
 
 
-def _plain(value):
+def _from_arrow(value):
     """Arrow hands HUGEINT sums over as Decimal with no fraction: give them back as ints."""
     if isinstance(value, Decimal) and value == value.to_integral_value() and value.as_tuple().exponent >= 0:
         return int(value)
@@ -251,9 +257,9 @@ def _execute(query: Query, sandbox, max_groups: int) -> tuple[list[str], list, b
     table = pa.Table.from_batches(batches, schema=reader.schema)
     engine_ms = (time.monotonic() - started) * 1000
     columns = [name for name in table.column_names if name != PERSON_KEYS]
-    values = [[_plain(v) for v in table.column(name).to_pylist()] for name in columns]
+    values = [[_from_arrow(v) for v in table.column(name).to_pylist()] for name in columns]
     rows = [list(r) for r in zip(*values)] if values else []
-    n_keys = sum(1 for c in query.columns if c["kind"] == "key")
+    n_keys = sum(1 for c in query.column_plan if c["kind"] == "key")
     persons = table.column(PERSON_KEYS).combine_chunks()
     offsets = persons.offsets.to_pylist()
     flat = persons.values
@@ -280,7 +286,7 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
     code, detail, columns, rows, person_sets = "", "", [], [], b""
     watchdog = None
     try:
-        datasets = list(Dataset.objects.filter(name__in=query.datasets))
+        datasets = list(Dataset.objects.filter(name__in=query.dataset_names))
         with open_sandbox(datasets) as sandbox:
             query.dataset_versions = dict(sandbox.versions)
             query.optout_watermark = sandbox.optout_watermark
@@ -370,6 +376,7 @@ def sweep(*, now=None) -> dict:
                 audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=q, data={"code": q.error_code, "by": "sweeper"})
                 failed.append(q.pk)
             else:
+                transitions.check(TRANSITIONS, q, "requeue")
                 q.status, q.enqueued_at = Query.Status.QUEUED, None
                 q.save(update_fields=["status", "enqueued_at"])
                 audit_record(actor=None, action=AuditAction.QUERY_REQUEUED, target=q, data={"attempts": q.attempts, "by": "sweeper"})

@@ -4,6 +4,7 @@ from django.contrib.auth.models import Group
 
 from environment.declaration import declare
 from environment.models import Dataset
+from environment.pseudonym import make_nhs_number
 from organisations.models import Organisation, Sector, UserProfile
 from tre.roles import ROLE_ALIASES
 
@@ -167,7 +168,7 @@ def output_result_columns(columns) -> list[str]:
 
 
 def output_column(name, kind="key") -> dict:
-    """A ``Query.columns`` entry; sum/avg columns get the helper names the rewriter would give."""
+    """A ``Query.column_plan`` entry; sum/avg columns get the helper names the rewriter would give."""
     column = {"name": name, "kind": kind, "top1": None, "top2": None, "total": None}
     if kind in ("sum", "avg"):
         column.update(top1=f"{name}_top1", top2=f"{name}_top2", total=f"{name}_total")
@@ -212,7 +213,7 @@ class CompletedQueryFactory(factory.django.DjangoModelFactory):
             datasets = sorted(project.datasets.values_list("name", flat=True))
         now = _tz.now()
         query = model_class.objects.create(
-            project=project, submitted_by=submitted_by, columns=columns, datasets=[d.lower() for d in datasets],
+            project=project, submitted_by=submitted_by, column_plan=columns, dataset_names=[d.lower() for d in datasets],
             started_at=started_at or now, finished_at=finished_at or now, result_groups=len(rows), **kwargs)
         results.write_result(query.pk, output_result_columns(columns), rows)
         if person_sets is not None:
@@ -282,3 +283,9 @@ def load_dataset_rows(dataset, rows, *, actor=None):
     services.version_ingest(version_id=version.pk)
     version.refresh_from_db()
     return version
+
+
+def make_invalid_nhs_number(seed: int) -> str:
+    """Ten digits that fail the check digit (a test's bad input)."""
+    valid = make_nhs_number(seed)
+    return valid[:9] + str((int(valid[9]) + 1) % 10)

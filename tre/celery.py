@@ -21,6 +21,7 @@ app.conf.task_routes = {
     "queries.*": {"queue": "queries"},
     "environment.tasks.ingest_*": {"queue": "ingest"},
     "environment.tasks.erase_*": {"queue": "ingest"},
+    "environment.tasks.apply_optouts": {"queue": "ingest"},
 }
 app.autodiscover_tasks()
 

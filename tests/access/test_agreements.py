@@ -125,7 +125,7 @@ def test_agreement_create_rolls_back_when_the_audit_fails(custodian, monkeypatch
 
 def test_agreement_activate_rolls_back_when_the_audit_fails(custodian, monkeypatch):
     agreement = AgreementFactory(status="draft")
-    monkeypatch.setattr("access.services.audit_record", lambda **kw: (_ for _ in ()).throw(RuntimeError("down")))
+    monkeypatch.setattr("audit.transitions.audit_record", lambda **kw: (_ for _ in ()).throw(RuntimeError("down")))
     with pytest.raises(RuntimeError):
         services.agreement_activate(agreement=agreement, actor=custodian)
     assert Agreement.objects.get(pk=agreement.pk).status == "draft"

@@ -10,10 +10,12 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from environment import store
+from environment.declaration import declare
 from environment.models import Dataset, DatasetVersion
-from environment.pseudonym import make_invalid_nhs_number, make_nhs_number, person_id_for
+from environment.pseudonym import make_nhs_number, person_id_for
 from environment.recordkeys import record_keys
 from environment.services import version_ingest
+from tests.factories import make_invalid_nhs_number
 
 from .conftest import COLUMNS, HEADER, csv_bytes, incoming_files, row, store_rows, upload
 
@@ -326,12 +328,15 @@ def test_progress_is_reported_while_writing(tmp_path, monkeypatch):
     source = tmp_path / "big.csv"
     source.write_bytes(csv_bytes([row(i % 5000) for i in range(300_000)]))
     seen = []
+    dictionary, _ = declare({"name": "big", "identifier_column": "nhs_number", "columns": COLUMNS})
     result = ingest.build_version_file(
-        source=source, fmt="csv", columns=COLUMNS, identifier_column="nhs_number", out_path=tmp_path / "out.duckdb",
-        temp_dir=tmp_path, progress=lambda loaded, total: seen.append((loaded, total)),
+        source=source, fmt="csv", dictionary=dictionary, out_path=tmp_path / "out.duckdb",
+        temp_dir=tmp_path, progress=lambda phase, done, total: seen.append((phase, done, total)),
     )
     assert result.ok and result.row_count == 300_000 and result.person_count == 5000
-    assert seen and all(total == 300_000 and 0 <= loaded <= total for loaded, total in seen)
+    assert seen[0] == ("validating", 0, None)  # from the first second, before the file is counted
+    loading = [(done, total) for phase, done, total in seen if phase == "loading"]
+    assert loading and all(total == 300_000 and 0 <= done <= total for done, total in loading)
 
 
 def test_sweep_store_removes_leftovers_of_crashes(create_dataset, as_custodian):

@@ -8,8 +8,9 @@ import pytest
 from django.db import connection
 
 from environment import store
-from environment.pseudonym import make_invalid_nhs_number, make_nhs_number
+from environment.pseudonym import make_nhs_number
 from environment.services import erase_opted_out
+from tests.factories import make_invalid_nhs_number
 
 from .conftest import csv_bytes, row, upload
 

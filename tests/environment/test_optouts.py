@@ -6,10 +6,11 @@ from django.contrib.auth.models import Group
 from audit.models import AuditEvent
 from environment import store
 from environment.models import Dataset, DatasetVersion, OptOut
-from environment.pseudonym import make_invalid_nhs_number, make_nhs_number, person_id_for
+from environment.pseudonym import make_nhs_number, person_id_for
 from environment.sandbox import open_sandbox
 from environment.services import erase_opted_out, optout_status, optouts_register
 from environment.signals import optouts_registered
+from tests.factories import make_invalid_nhs_number
 
 from .conftest import csv_bytes, row, store_rows
 
@@ -195,3 +196,53 @@ def test_erasure_waits_for_a_sandbox_then_the_beat_deletes(create_dataset, load,
     with django_capture_on_commit_callbacks(execute=True):
         assert erase_opted_out()["files_deleted"] == 1  # the beat run retries the deletion
     assert not store.abspath(v1.file_path).exists()
+
+
+def test_registration_only_stores_and_hands_the_rest_to_one_ingest_task(create_dataset, load, as_custodian, monkeypatch,
+                                                                         django_capture_on_commit_callbacks):
+    """The request stores hashes and the audit event; scanning, staleness and erasure wait for the
+    task (here: held back, then run twice to prove a redelivery changes nothing more)."""
+    from environment import tasks
+
+    ds = create_dataset()
+    uploaded = load(ds["id"], csv_bytes([row(i) for i in range(6)]))
+    sent, received = [], []
+    monkeypatch.setattr(tasks.apply_optouts, "apply_async", lambda args, **options: sent.append((args, options)))
+    optouts_registered.connect(lambda sender, dataset_ids, **kw: received.append(sorted(dataset_ids)), dispatch_uid="t-held", weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = as_custodian.post(URL, {"nhs_numbers": [make_nhs_number(2), make_nhs_number(900), make_nhs_number(2)]},
+                                         format="json")
+        assert response.status_code == 202 and response.json() == {"registered": 2, "already_registered": 0}
+        ids = sorted(OptOut.objects.values_list("id", flat=True))
+        assert sent == [([ids[0], ids[1]], {"queue": "ingest", "retry": False})]
+        assert received == [] and Dataset.objects.get(pk=ds["id"]).current_version_id == uploaded.pk
+        with django_capture_on_commit_callbacks(execute=True):
+            first = tasks.apply_optouts(ids[0], ids[1])
+        assert received == [[ds["id"]]] and (first["datasets"], first["datasets_rewritten"], first["rows_removed"]) == (1, 1, 1)
+        current = Dataset.objects.get(pk=ds["id"]).current_version
+        assert (current.origin, current.row_count) == ("erasure", 5)
+        with django_capture_on_commit_callbacks(execute=True):
+            again = tasks.apply_optouts(ids[0], ids[1])
+        assert received == [[ds["id"]]] and (again["datasets"], again["datasets_rewritten"]) == (0, 0)
+        assert Dataset.objects.get(pk=ds["id"]).current_version_id == current.pk
+    finally:
+        optouts_registered.disconnect(dispatch_uid="t-held")
+
+
+def test_registration_applies_in_the_request_when_the_broker_refuses(create_dataset, load, as_custodian, monkeypatch,
+                                                                      django_capture_on_commit_callbacks):
+    from kombu.exceptions import OperationalError
+
+    from environment import tasks
+
+    def down(*args, **kwargs):
+        raise OperationalError("broker down")
+
+    ds = create_dataset()
+    load(ds["id"], csv_bytes([row(i) for i in range(6)]))
+    monkeypatch.setattr(tasks.apply_optouts, "apply_async", down)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert as_custodian.post(URL, {"nhs_numbers": [make_nhs_number(2)]}, format="json").status_code == 202
+    current = Dataset.objects.get(pk=ds["id"]).current_version
+    assert (current.origin, current.row_count) == ("erasure", 5)

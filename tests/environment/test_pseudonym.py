@@ -7,11 +7,11 @@ from django.conf import settings
 from environment.pseudonym import (
     check_digit,
     is_valid_nhs_number,
-    make_invalid_nhs_number,
     make_nhs_number,
     normalise_nhs_number,
     person_id_for,
 )
+from tests.factories import make_invalid_nhs_number
 
 
 def test_known_numbers():

@@ -44,7 +44,7 @@ def _distinctive_raw_values(output_ids) -> set[str]:
     values = set()
     for output in Output.objects.filter(pk__in=output_ids):
         columns, rows = read_result(output.query_id)
-        keys = {c["name"] for c in output.query.columns if c["kind"] == "key"}
+        keys = {c["name"] for c in output.query.column_plan if c["kind"] == "key"}
         for row in rows:
             for name, value in zip(columns, row):
                 if name in keys or value is None:

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from audit import transitions
 from audit.models import AuditEvent
 from outputs import services
 from outputs.models import Output, OutputReview, ReleasedPersonSets
@@ -264,8 +265,8 @@ def test_released_person_sets_roll_back_with_a_failed_release(project, checkers,
             raise RuntimeError("audit down")
         return original(**kwargs)
 
-    original = services.audit_record
-    monkeypatch.setattr(services, "audit_record", broken)
+    original = transitions.audit_record
+    monkeypatch.setattr(transitions, "audit_record", broken)
     with pytest.raises(RuntimeError):
         services.output_review(output=output, actor=checkers[1], decision="approve", comment="fine")
     output.refresh_from_db()
@@ -296,7 +297,7 @@ def recorded_reruns(monkeypatch):
         calls.append((query.pk, actor, reason))
         return Query.objects.create(project=query.project, submitted_by=query.submitted_by, sql=query.sql,
                                     rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql,
-                                    columns=query.columns, datasets=query.datasets, rerun_of=query)
+                                    column_plan=query.column_plan, dataset_names=query.dataset_names, rerun_of=query)
 
     monkeypatch.setattr(services, "query_rerun", rerun)
     return calls

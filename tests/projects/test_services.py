@@ -387,6 +387,7 @@ def _boom(*args, **kwargs):
 def test_create_rolls_back_when_the_audit_fails(lead, monkeypatch):
     monkeypatch.setattr("projects.services.audit_record", _boom)
     monkeypatch.setattr("projects.grants.audit_record", _boom)
+    monkeypatch.setattr("audit.transitions.audit_record", _boom)
     with pytest.raises(Boom):
         services.project_create(actor=lead, data=_data())
     assert not Project.objects.exists() and not ProjectMembership.objects.exists()
@@ -422,6 +423,7 @@ def test_each_transition_rolls_back_when_its_audit_event_fails(step, lead, membe
     }[step]
     monkeypatch.setattr("projects.services.audit_record", _boom)
     monkeypatch.setattr("projects.grants.audit_record", _boom)
+    monkeypatch.setattr("audit.transitions.audit_record", _boom)
     with pytest.raises(Boom):
         call()
     after = (Project.objects.filter(pk=project.pk).values().get(), held(member, project),

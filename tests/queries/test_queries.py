@@ -62,7 +62,7 @@ def test_validation_errors_are_400_naming_the_rule(sc):
     r = sc.c(sc.member).post(f"/api/v1/projects/{sc.project['id']}/queries/", {"sql": ""}, format="json")
     assert r.status_code == 400 and "sql" in r.json()
     r = sc.c(sc.member).post(f"/api/v1/projects/{sc.project['id']}/queries/", {"sql": "SELECT count(*) FROM gp_events -- " + "x" * 200_000}, format="json")
-    assert r.status_code in (400, 413)
+    assert r.status_code == 400 and r.json()["sql"][0].startswith("rule too_large"), r.content
     assert Query.objects.count() == 0
 
 
@@ -103,7 +103,7 @@ def test_a_suspended_project_cannot_run_queries(sc):
 
 def test_access_is_checked_again_when_the_worker_starts(sc):
     query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) FROM gp_events",
-                                 rewritten_sql="SELECT 1", persons_sql="SELECT 1", columns=[], datasets=["gp_events"])
+                                 rewritten_sql="SELECT 1", persons_sql="SELECT 1", column_plan=[], dataset_names=["gp_events"])
     ok(sc.c(sc.dac[0]).post(f"/api/v1/projects/{sc.project['id']}/suspend/", {"comment": "paused"}, format="json"))
     run_query(query_id=query.pk)
     query.refresh_from_db()
@@ -116,7 +116,7 @@ def test_engine_errors_never_reach_the_researcher(sc):
     assert body["status"] == "failed" and body["error_code"] == "engine_error"
     assert body["error"] == "the query could not be run by the engine"
     stored = Query.objects.get(pk=q["id"])
-    assert "Conversion Error" in stored.error_detail or "convert" in stored.error_detail.lower()
+    assert "Conversion Error" in stored.error_detail, stored.error_detail
     assert stored.error_detail not in str(body)
 
 
@@ -138,7 +138,7 @@ def test_run_query_is_idempotent(sc):
 
 def test_cancel_a_queued_query_and_409_once_finished(sc):
     query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) FROM gp_events",
-                                 rewritten_sql="SELECT 1", persons_sql="SELECT 1", columns=[], datasets=["gp_events"])
+                                 rewritten_sql="SELECT 1", persons_sql="SELECT 1", column_plan=[], dataset_names=["gp_events"])
     body = ok(sc.c(sc.member).post(f"/api/v1/queries/{query.pk}/cancel/"))
     assert body["status"] == "cancelled"
     assert run_query(query_id=query.pk) is None  # a late delivery does nothing
@@ -160,7 +160,7 @@ def test_an_opt_out_applies_to_the_next_query_at_once(sc):
 
 def test_sweeper_resends_queued_queries_the_broker_never_took(sc):
     query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) AS n FROM gp_events",
-                                 rewritten_sql="", persons_sql="", columns=[], datasets=["gp_events"])
+                                 rewritten_sql="", persons_sql="", column_plan=[], dataset_names=["gp_events"])
     # give it the real rewrite so the (in-process) run can succeed
     from environment.models import Dataset
     from environment.sandbox import dataset_schema
@@ -168,7 +168,7 @@ def test_sweeper_resends_queued_queries_the_broker_never_took(sc):
 
     v = validate_and_rewrite(query.sql, schema=dataset_schema(list(Dataset.objects.filter(name="gp_events"))))
     Query.objects.filter(pk=query.pk).update(rewritten_sql=v.rewritten_sql, persons_sql=v.persons_sql,
-                                            columns=[c.__dict__ for c in v.columns],
+                                            column_plan=[c.__dict__ for c in v.columns],
                                             submitted_at=timezone.now() - timedelta(minutes=5))
     assert sweep()["resent"] == [query.pk]
     query.refresh_from_db()
@@ -178,7 +178,7 @@ def test_sweeper_resends_queued_queries_the_broker_never_took(sc):
 def test_sweeper_bounds_a_running_query_whose_worker_died(sc):
     now = timezone.now()
     query = Query.objects.create(project_id=sc.project["id"], submitted_by=sc.member, sql="SELECT count(*) FROM gp_events",
-                                 rewritten_sql="SELECT broken", persons_sql="", columns=[], datasets=["gp_events"],
+                                 rewritten_sql="SELECT broken", persons_sql="", column_plan=[], dataset_names=["gp_events"],
                                  status="running", started_at=now - timedelta(minutes=2), heartbeat_at=now - timedelta(minutes=2),
                                  attempts=2, enqueued_at=now - timedelta(minutes=2))
     result = sweep(now=now)

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from environment.declaration import declare
-from environment.loader import MAX_ERRORS, build_version_file
-from environment.pseudonym import make_invalid_nhs_number, make_nhs_number, person_id_for
+from environment.ingest import MAX_ERRORS, build_version_file
+from environment.pseudonym import make_nhs_number, person_id_for
 from environment.recordkeys import record_keys
+from tests.factories import make_invalid_nhs_number
 
 DECLARATION = {
     "name": "adm", "identifier_column": "nhs_number",
@@ -167,7 +168,7 @@ def test_the_first_thousand_errors_and_the_exact_total(tmp_path):
 
 
 def test_progress_phases_from_the_first_second(tmp_path, monkeypatch):
-    import environment.loader as loader
+    import environment.ingest as loader
 
     monkeypatch.setattr(loader, "PROGRESS_INTERVAL", 0.01)
     seen = []

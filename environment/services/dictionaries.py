@@ -20,11 +20,11 @@ from django.db.models import Max
 from audit.actions import AuditAction
 from audit.services import audit_record
 
-from . import store
-from .declaration import Limits, legacy_columns, threshold_for
-from .dictionary import Dictionary
-from .models import Dataset, DictionaryVersion, DummyTwin
-from .twins import IncompleteDictionary, generate_twin, twin_seed, write_twin_file
+from .. import store
+from ..declaration import Limits, legacy_columns, threshold_for
+from ..dictionary import Dictionary
+from ..models import Dataset, DictionaryVersion, DummyTwin
+from ..twins import IncompleteDictionary, generate_twin, twin_seed, write_twin_file
 
 log = logging.getLogger(__name__)
 
