@@ -19,17 +19,26 @@ SEXES = ["F", "M"]
 CODES = [("E11", 8), ("I10", 12), ("J45", 6), ("F32", 7), ("M54", 9), ("I25", 3), ("C50", 1), ("N18", 2),
          ("J44", 3), ("G43", 2)]
 
+# The dataset's declaration: a data dictionary (docs/environment.md). Every column says what it is
+# and, where it can, which values it takes; ``value``'s bounds are left to be derived safely from
+# the first load (its 1st and 99th percentiles, rounded outward to two significant figures).
 COLUMNS = [
-    {"name": "nhs_number", "type": "text", "description": "direct identifier: replaced by person_id"},
+    {"name": "nhs_number", "type": "text", "role": "identifier",
+     "description": "direct identifier: replaced by person_id at ingestion, never stored"},
     {"name": "patient_name", "type": "text", "drop": True, "description": "never enters the store"},
-    {"name": "region", "type": "text"},
-    {"name": "sex", "type": "text"},
-    {"name": "age", "type": "integer"},
-    {"name": "age_band", "type": "text"},
-    {"name": "code", "type": "text", "description": "ICD-10 diagnosis code"},
-    {"name": "event_date", "type": "date"},
-    {"name": "value", "type": "float", "description": "a measurement, e.g. cost of care in GBP"},
-    {"name": "smoker", "type": "boolean"},
+    {"name": "region", "type": "text", "role": "category", "values": REGIONS,
+     "description": "NHS England region of the practice"},
+    {"name": "sex", "type": "text", "role": "category", "values": SEXES, "description": "sex as registered (F, M)"},
+    {"name": "age", "type": "integer", "role": "measure", "min": 0, "max": 100,
+     "description": "age in whole years at the event"},
+    {"name": "age_band", "type": "text", "role": "category", "values": AGE_BANDS, "description": "age band at the event"},
+    {"name": "code", "type": "text", "role": "category", "values": [c for c, _ in CODES],
+     "description": "ICD-10 diagnosis code (three characters)"},
+    {"name": "event_date", "type": "date", "role": "date", "granularity": "month", "min": "2020-01-01",
+     "max": "2024-12-31", "description": "date of the event; queries may group by month, quarter or year"},
+    {"name": "value", "type": "float", "role": "measure",
+     "description": "cost of care in GBP (bounds derived safely at the first load)"},
+    {"name": "smoker", "type": "boolean", "role": "category", "description": "recorded as a smoker at the event"},
 ]
 
 
