@@ -516,7 +516,9 @@ class _Load:
         if total_errors:
             errors = encoding_errors + self.locate(counts)
             self._tick("locate")
-            return _failed(errors, total_errors, rows_total=rows_total)
+            refused = _failed(errors, total_errors, rows_total=rows_total)
+            refused.timings = self.timings
+            return refused
         self.reporter.set(Phase.LOADING, rows_total=rows_total)
         result = self.write(optouts, rows_total)
         result.timings = self.timings

@@ -6,8 +6,9 @@ from .dictionary import Role as DictRole
 from .ingest import ENCODINGS, ROW_CONVENTION
 from .models import Dataset, DatasetVersion
 
-_ANY_VALUE = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
-              "description": "typed as the column: a string (text; a date as YYYY-MM-DD), a number or a boolean"}
+_ANY_VALUE = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}], "nullable": True,
+              "description": "typed as the column: a string (text; a date as YYYY-MM-DD), a number or a boolean; "
+                             "null where not declared and not yet derived"}
 
 
 @extend_schema_field(_ANY_VALUE)

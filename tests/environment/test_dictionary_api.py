@@ -98,7 +98,15 @@ def test_the_first_load_derives_the_domains_safely_and_later_loads_keep_them(cre
     assert store_rows(version, "SELECT sex, count(*) FROM data GROUP BY ALL ORDER BY ALL")[1] == [("F", 12), ("other", 3)]
     versions = list(DictionaryVersion.objects.filter(dataset_id=ds["id"]).order_by("number").values_list("number", "reason"))
     assert versions == [(1, "declared"), (2, "derived")]
-    assert DummyTwin.objects.get(dataset_id=ds["id"]).dictionary_version == 2
+    twin = DummyTwin.objects.get(dataset_id=ds["id"])
+    assert twin.dictionary_version == 2
+    # the twin: every value inside the derived dictionary, and no real person in it
+    _, twin_rows = store_rows(store.abspath(twin.file_path), "SELECT person_id, sex, age, admitted FROM data")
+    _, real = store_rows(version, "SELECT DISTINCT person_id FROM data")
+    assert {r[0] for r in twin_rows}.isdisjoint({r[0] for r in real})
+    assert {r[1] for r in twin_rows} <= {"F", "other", None}
+    assert all(r[2] is None or 20 <= r[2] <= 62 for r in twin_rows)
+    assert all(r[3] is None or r[3].year == 2024 for r in twin_rows)
     # a later version: the domain is frozen; a new value is recoded, not an error; no new dictionary version
     later = load(ds["id"], csv_bytes([row(i, sex="M") for i in range(12)]))
     assert later.status == "ready", later.errors
