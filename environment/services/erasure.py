@@ -11,6 +11,7 @@ import logging
 import time
 
 import duckdb
+import pyarrow as pa
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -23,13 +24,15 @@ from .. import engine, store
 from ..ingest import DUCKDB_TYPES
 from ..models import Dataset, DatasetVersion, ErasureRun, OptOut
 from ..naming import PERSON_ID
-from ..recordkeys import RK, RK2
+from ..recordkeys import RK, RK2, record_keys_many
 from ..signals import optouts_registered
 from .datasets import next_version_number
 from .leases import DatasetNotLoaded, delete_superseded_files, lease_current_versions, release_leases
 from .optouts import BROKER_ERRORS, optout_person_ids, optout_watermark_now
 
 log = logging.getLogger(__name__)
+
+RECORD_KEYS = pa.schema([(PERSON_ID, pa.string()), (RK, pa.int16()), (RK2, pa.int64())])
 
 
 class StoreError(Exception):
@@ -151,7 +154,15 @@ def erase_dataset(*, dataset_id: int, watermark: int, now=None) -> dict | None:
                                    [f'{engine.quote_ident(c["name"])} {DUCKDB_TYPES[c["type"]]}' for c in dataset.stored_columns()] +
                                    [f"{RK} SMALLINT NOT NULL", f"{RK2} BIGINT NOT NULL"])  # record keys are copied
                 con.execute(f"CREATE TABLE data ({schema})")
-                con.execute("INSERT INTO data SELECT * FROM src.data WHERE person_id NOT IN (SELECT person_id FROM tre_opt)")
+                stored = [engine.quote_ident(c["name"]) for c in dataset.stored_columns()]
+                has_keys = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name = 'src' "
+                                       f"AND table_name = 'data' AND column_name = '{RK}'").fetchone()[0]
+                if not has_keys:  # a file written before record keys existed: they are made now
+                    _load_record_keys(con)
+                source = ("src.data" if has_keys else
+                          f"(SELECT d.{PERSON_ID}, {', '.join('d.' + c for c in stored)}, k.{RK}, k.{RK2} "
+                          f"FROM src.data d JOIN tre_keys k USING ({PERSON_ID}))")
+                con.execute(f"INSERT INTO data SELECT * FROM {source} WHERE {PERSON_ID} NOT IN (SELECT person_id FROM tre_opt)")
                 row_count, person_count = con.execute("SELECT count(*), count(DISTINCT person_id) FROM data").fetchall()[0]
                 con.execute("DROP TABLE tre_opt")
                 con.execute("DETACH src")
@@ -207,3 +218,12 @@ def erase_dataset(*, dataset_id: int, watermark: int, now=None) -> dict | None:
         store.remove_quietly(tmp)
         raise
     return {"rewritten": True, "rows_removed": int(rows_removed), "persons_removed": int(persons_removed)}
+
+
+def _load_record_keys(con) -> None:
+    """``tre_keys(person_id, _rk, _rk2)`` for every person of ``src.data`` (``recordkeys.py``)."""
+    con.execute(f"CREATE TEMP TABLE tre_keys ({PERSON_ID} VARCHAR NOT NULL, {RK} SMALLINT NOT NULL, {RK2} BIGINT NOT NULL)")
+    person_ids = [r[0] for r in con.execute(f"SELECT DISTINCT {PERSON_ID} FROM src.data").fetchall()]
+    rk, rk2 = record_keys_many(person_ids)
+    engine.append_through_arrow(con, zip(person_ids, rk, rk2, strict=True), RECORD_KEYS,
+                                [f"INSERT INTO tre_keys SELECT * FROM {engine.BATCH_VIEW}"])

@@ -246,3 +246,35 @@ def test_registration_applies_in_the_request_when_the_broker_refuses(create_data
         assert as_custodian.post(URL, {"nhs_numbers": [make_nhs_number(2)]}, format="json").status_code == 202
     current = Dataset.objects.get(pk=ds["id"]).current_version
     assert (current.origin, current.row_count) == ("erasure", 5)
+
+
+def test_erasure_copies_record_keys_and_makes_them_for_a_file_written_before_them(create_dataset, load, custodian,
+                                                                                  django_capture_on_commit_callbacks):
+    import duckdb
+
+    from environment.recordkeys import record_keys
+
+    ds = create_dataset()
+    v1 = load(ds["id"], csv_bytes([row(i) for i in range(10)]))
+    path = store.abspath(v1.file_path)
+    con = duckdb.connect(str(path))  # as a version-1 load wrote it: no record keys
+    try:
+        con.execute("ALTER TABLE data DROP COLUMN _rk")
+        con.execute("ALTER TABLE data DROP COLUMN _rk2")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    optouts_register(actor=custodian, nhs_numbers=[make_nhs_number(3)])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert erase_opted_out()["datasets_rewritten"] == 1
+    v2 = Dataset.objects.select_related("current_version").get(pk=ds["id"]).current_version
+    names, stored = store_rows(v2)
+    assert names[-2:] == ["_rk", "_rk2"] and len(stored) == 9
+    assert all((r[-2], r[-1]) == record_keys(r[0]) for r in stored)
+    # and a file that has them: copied as they are
+    optouts_register(actor=custodian, nhs_numbers=[make_nhs_number(4)])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert erase_opted_out()["datasets_rewritten"] == 1
+    v3 = Dataset.objects.select_related("current_version").get(pk=ds["id"]).current_version
+    _, stored = store_rows(v3)
+    assert len(stored) == 8 and all((r[-2], r[-1]) == record_keys(r[0]) for r in stored)
