@@ -790,7 +790,7 @@ class _Validator:
         if UNIT_RANK[unit] < _granularity(column).rank:
             return self.problem("date_too_fine", f"date_trunc('{unit}', {column.name}) is finer than the column's "
                                 f"granularity ({_granularity(column).value})", original)
-        domain = _trunc_domain(unit, column.min, column.max, self.max_cells + 1)
+        domain = _trunc_domain(unit, column.min, column.max, 4_000_000)
         return Key(alias or f"{column.name}_{unit}", "date", domain, node)
 
     def extract_key(self, node: exp.Extract, original: exp.Expression, alias: str | None) -> Key | None:
