@@ -518,6 +518,13 @@ class _Validator:
                 if isinstance(node, (exp.Window, exp.WindowSpec)):
                     self.problem("window", "window functions (OVER) are not allowed", node)
                     break
+                if isinstance(node, exp.WithinGroup):
+                    self.problem("aggregate_not_allowed", f"{node.this.sql('postgres')} WITHIN GROUP is not allowed: "
+                                 "ordered-set aggregates output one person's value", node)
+                    break
+                if isinstance(node, exp.Filter):
+                    self.problem("aggregate_filter", "FILTER (WHERE …) is not allowed", node)
+                    break
                 if isinstance(node, (exp.Cast, exp.TryCast)) and not _is_date_literal(node):
                     self.problem("cast", f"the cast {node.sql('postgres')} is not allowed", node)
                     break
@@ -529,9 +536,6 @@ class _Validator:
                                      "one person's value", node)
                     else:
                         self.problem("function_not_allowed", f"function {name}() is not allowed", node)
-                    break
-                if isinstance(node, (exp.Filter, exp.WithinGroup)):
-                    self.problem("aggregate_filter", f"{_describe(node)} is not allowed", node)
                     break
 
     def allowed_function(self, node: exp.Func) -> bool:
@@ -953,6 +957,9 @@ class _Validator:
         return self.measure(inner, "predicate")
 
     def operand_literals(self, left: exp.Expression, literals: list, node: exp.Expression, domain: bool = True) -> bool:
+        if not left.find(exp.Column):
+            self.problem("predicate", f"{node.sql('postgres')} is a constant condition", node)
+            return False
         kind = self.operand(left)
         if kind is None or (isinstance(kind, tuple) and kind[1] is None):
             return False
@@ -1054,10 +1061,6 @@ def _func_name(node: exp.Expression) -> str:
         return node.sql_name().lower()
     except Exception:  # noqa: BLE001 - sqlglot raises plain errors for nameless nodes
         return type(node).__name__.lower()
-
-
-def _describe(node: exp.Expression) -> str:
-    return {exp.Filter: "FILTER (WHERE …)", exp.WithinGroup: "WITHIN GROUP"}.get(type(node), type(node).__name__)
 
 
 def _is_date_literal(node: exp.Expression) -> bool:
