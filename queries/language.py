@@ -54,6 +54,7 @@ from environment.dictionary import PERSON_ID, Column, ColumnType, Dictionary, Gr
 
 RK, RK2 = "_rk", "_rk2"
 INT_SAFE = 2**31 - 1  # every intermediate of an exact (BIGINT) measure expression stays within this
+MAX_MAGNITUDE = 1e100  # bound of any measure expression (so sums of squares stay finite)
 MAX_INTEGER_KEY = 1000  # an integer measure is a key only if its range spans at most this many integers
 
 UNIT_RANK = {"day": 0, "week": 0.5, "month": 1, "quarter": 1.5, "year": 2}
@@ -660,7 +661,7 @@ class _Validator:
                 lo, hi = min(products), max(products)
             integer = left.integer and right.integer and not isinstance(node, exp.Div)
             safe = left.safe and right.safe and integer and max(abs(lo), abs(hi)) <= INT_SAFE
-            if not all(math.isfinite(v) for v in (lo, hi)):
+            if not all(math.isfinite(v) and abs(v) <= MAX_MAGNITUDE for v in (lo, hi)):
                 self.problem("literal_range", f"{node.sql('postgres')} can exceed the range of numbers", node)
                 return None
             return _Num(lo, hi, integer, safe)
@@ -1141,7 +1142,7 @@ def _trunc(unit: str, d: dt.date) -> dt.date:
     if unit == "day":
         return d
     if unit == "week":
-        return d - dt.timedelta(days=d.weekday())
+        return max(d - dt.timedelta(days=min(d.weekday(), d.toordinal() - 1)), dt.date.min)
     if unit == "month":
         return d.replace(day=1)
     if unit == "quarter":
@@ -1164,7 +1165,10 @@ def _trunc_domain(unit: str, lo: dt.date, hi: dt.date, limit: int) -> tuple:
     out, d, end = [], _trunc(unit, lo), _trunc(unit, hi)
     while d <= end and len(out) < limit:
         out.append(d)
-        d = _next(unit, d)
+        try:
+            d = _next(unit, d)
+        except (ValueError, OverflowError):  # past year 9999
+            break
     return tuple(out)
 
 
@@ -1298,16 +1302,16 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     src = exp.select(exp.alias_(person.copy(), "pid", quoted=True),
                      exp.alias_(exp.column(RK, table=t0, quoted=True), "rk", quoted=True),
                      exp.alias_(exp.column(RK2, table=t0, quoted=True), "rk2", quoted=True))
-    src = src.from_(exp.alias_(exp.to_table(tables[first.dataset]), t0, table=True, quoted=True))
+    src = src.from_(exp.alias_(exp.to_table(tables[first.dataset]), t0, table=True, quoted=True), copy=False)
     for source in plan.sources[1:]:
         alias = alias_map[source.alias]
         on = exp.EQ(this=exp.column(PERSON_ID, table=alias_map[source.on], quoted=True),
                     expression=exp.column(PERSON_ID, table=alias, quoted=True))
         src = src.join(exp.alias_(exp.to_table(tables[source.dataset]), alias, table=True, quoted=True), on=on,
-                       join_type="LEFT" if source.join == "left" else "INNER")
+                       join_type="LEFT" if source.join == "left" else "INNER", copy=False)
     key_names = [f"k{i}" for i in range(len(plan.keys))]
     for name, key in zip(key_names, plan.keys):
-        src = src.select(exp.alias_(_key_sql(plan, alias_map, key), name, quoted=True))
+        src = src.select(exp.alias_(_key_sql(plan, alias_map, key), name, quoted=True), copy=False)
     measures: dict[str, str] = {}  # measure SQL -> value column
     stat_value: dict[int, str] = {}
     for i, stat in enumerate(plan.statistics):
@@ -1317,7 +1321,7 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
         text = expression.sql("duckdb")
         if text not in measures:
             measures[text] = f"v{len(measures)}"
-            src = src.select(exp.alias_(expression, measures[text], quoted=True))
+            src = src.select(exp.alias_(expression, measures[text], quoted=True), copy=False)
         stat_value[i] = measures[text]
     conditions = []
     if plan.where is not None:
@@ -1327,7 +1331,7 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
             exp.EQ(this=exp.column(PERSON_ID, table="o", quoted=True), expression=person.copy()))
         conditions.append(exp.Not(this=exp.Exists(this=sub)))
     if conditions:
-        src = src.where(exp.and_(*conditions))
+        src = src.where(exp.and_(*conditions), copy=False)
 
     q = lambda name: exp.column(name, quoted=True)  # noqa: E731
     pp = exp.select(*(q(k) for k in key_names), q("pid"),
@@ -1337,11 +1341,11 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     for value in measures.values():
         pp = pp.select(exp.alias_(exp.Count(this=q(value)), f"{value}_n", quoted=True),
                        exp.alias_(exp.Sum(this=q(value)), f"{value}_s", quoted=True),
-                       exp.alias_(exp.Sum(this=exp.Mul(this=q(value), expression=q(value))), f"{value}_q", quoted=True))
-    pp = pp.from_("src")
+                       exp.alias_(exp.Sum(this=exp.Mul(this=q(value), expression=q(value))), f"{value}_q", quoted=True), copy=False)
+    pp = pp.from_("src", copy=False)
     if key_names:
-        pp = pp.where(exp.and_(*(exp.Not(this=exp.Is(this=q(k), expression=exp.Null())) for k in key_names)))
-    pp = pp.group_by(*(q(k) for k in key_names), q("pid"))
+        pp = pp.where(exp.and_(*(exp.Not(this=exp.Is(this=q(k), expression=exp.Null())) for k in key_names)), copy=False)
+    pp = pp.group_by(*(q(k) for k in key_names), q("pid"), copy=False)
 
     def bigint(node):
         return exp.cast(node, "BIGINT")
@@ -1354,7 +1358,6 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
                                 "ckey2", quoted=True),
                      exp.alias_(bigint(exp.Sum(this=q("r"))), "n_rows", quoted=True),
                      exp.alias_(bigint(exp.Max(this=q("r"))), "rows_max", quoted=True))
-    tops: dict[str, str] = {}
     for i, value in stat_value.items():
         zero = exp.Literal.number(0)
         abs_s = exp.Abs(this=q(f"{value}_s"))
@@ -1376,12 +1379,13 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
             exp.alias_(exp.Coalesce(this=top1, expressions=[zero.copy()]), f"m{i}_top1", quoted=True),
             exp.alias_(exp.Coalesce(this=top2, expressions=[zero.copy()]), f"m{i}_top2", quoted=True),
             exp.alias_(exp.Coalesce(this=exp.Max(this=q(f"{value}_q")), expressions=[zero.copy()]), f"m{i}_sqtop1",
-                       quoted=True))
-        tops[value] = f"m{i}"
-    out = out.from_("pp")
+                       quoted=True), copy=False)
+    out = out.from_("pp", copy=False)
     if key_names:
-        out = out.group_by(*(q(k) for k in key_names))
-    out = out.with_("src", as_=src).with_("pp", as_=pp)
+        out = out.group_by(*(q(k) for k in key_names), copy=False)
+    else:  # the single cell of a query without keys is populated only if someone contributes
+        out = out.having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(0)), copy=False)
+    out = out.with_("src", as_=src, copy=False).with_("pp", as_=pp, copy=False)
     return out.sql(dialect=dialect, identify=True, comments=False, unsupported_level=ErrorLevel.RAISE)
 
 
