@@ -100,6 +100,9 @@ HINTS = {
     "subquery": "write one flat SELECT: filter in WHERE, join datasets on person_id",
     "table_function": "read datasets by name: FROM <dataset>",
     "unknown_dataset": "use one of the datasets named in the message",
+    "dataset_not_ready": "wait until the dataset's first version is loaded",
+    "date_comparison": "compare a date of month or year granularity with >= and < at the first day of a month "
+                       "(or year), or compare date_trunc('month', d) with a date",
     "self_join": "read each dataset once; per-person comparisons across a person's rows are not allowed",
     "duplicate_alias": "give each dataset its own alias",
     "cross_join": "join on the person: JOIN b ON a.person_id = b.person_id (or USING (person_id))",
@@ -378,8 +381,9 @@ class _Validator:
             if self.is_aggregate(node):
                 stat = self.statistic(node, alias, position)
                 if stat is not None:
-                    statistics.append(stat)
-                    names.add(stat.name)
+                    name = stat.name if alias is not None else _unique(stat.name, names)
+                    statistics.append(Statistic(name, stat.kind, stat.measure, stat.bounds, stat.exact))
+                    names.add(name)
                 continue
             if any(self.is_aggregate(n) for n in node.walk()):
                 self.problem("aggregate_arithmetic", f"output column {position} computes with an aggregate; each "
@@ -390,7 +394,7 @@ class _Validator:
                 continue
             key = self.key(qualified, node, alias, position)
             if key is not None:
-                name = _unique(key.name, names)
+                name = key.name if alias is not None else _unique(key.name, names)
                 names.add(name)
                 keys.append(Key(name, key.kind, key.domain, key.expression))
                 key_items.append((position, alias, qualified))
@@ -460,6 +464,10 @@ class _Validator:
             if dataset not in self.dictionaries:
                 known = ", ".join(sorted(self.dictionaries)) or "none"
                 self.problem("unknown_dataset", f"there is no dataset named {dataset!r}; known: {known}", table)
+                continue
+            if not self.dictionaries[dataset].complete:
+                self.problem("dataset_not_ready", f"dataset {dataset!r} has no complete dictionary yet "
+                             "(domains are derived when its first version is loaded)", table)
                 continue
             if any(s.dataset == dataset for s in self.sources.values()):
                 self.problem("self_join", f"dataset {dataset!r} is read twice", table)
@@ -708,7 +716,8 @@ class _Validator:
             if isinstance(arg, exp.Distinct):
                 inner = arg.expressions
                 if len(inner) == 1 and isinstance(inner[0], exp.Column) and inner[0].name.lower() == PERSON_ID \
-                        and (not inner[0].table or inner[0].table.lower() in self.sources):
+                        and (not inner[0].table or (inner[0].table.lower() in self.sources
+                                                    and self.sources[inner[0].table.lower()].join != "left")):
                     return Statistic(name or "count_persons", "count_persons")
                 self.problem("count_column", f"{node.sql('postgres')} counts distinct values of a column", node)
                 return None
@@ -973,13 +982,20 @@ class _Validator:
                     self.problem("literal_type", f"{lit.sql('postgres')} is not an integer", lit)
                     ok = False
             elif isinstance(kind, tuple):
-                ok &= self.date_literal(None, lit)
+                unit = kind[1].expression.args["unit"].name.lower()
+                ok &= self.date_literal(None, lit, unit)
             elif not (isinstance(lit, exp.Literal) and not lit.is_string) and not isinstance(lit, exp.Neg):
                 self.problem("literal_type", f"{lit.sql('postgres')} is not a number", lit)
                 ok = False
             elif _number(lit) is None or not math.isfinite(_number(lit)):
                 self.problem("literal_range", f"{lit.sql('postgres')} is not a finite number", lit)
                 ok = False
+        if ok and isinstance(kind, Column) and kind.role == Role.DATE and _granularity(kind).rank > 0:
+            column_left = (node.this.unnest() if isinstance(node.this, exp.Paren) else node.this) is left
+            if not isinstance(node, (exp.GTE, exp.LT) if column_left else (exp.LTE, exp.GT)):
+                self.problem("date_comparison", f"{node.sql('postgres')} can tell days apart within a "
+                             f"{_granularity(kind).value}, finer than {kind.name}'s granularity", node)
+                return False
         return ok
 
     def column_literal(self, column: Column, lit: exp.Expression, check_domain: bool) -> bool:
@@ -1010,7 +1026,7 @@ class _Validator:
             return False
         return True
 
-    def date_literal(self, column: Column | None, lit: exp.Expression) -> bool:
+    def date_literal(self, column: Column | None, lit: exp.Expression, unit: str | None = None) -> bool:
         text = None
         if isinstance(lit, exp.Literal) and lit.is_string:
             text = lit.name
@@ -1022,6 +1038,9 @@ class _Validator:
             value = None
         if value is None:
             self.problem("date_literal", f"{lit.sql('postgres')} is not a date 'YYYY-MM-DD'", lit)
+            return False
+        if unit is not None and _trunc(unit, value) != value:
+            self.problem("date_literal_too_fine", f"{text} is not the first day of a {unit}", lit)
             return False
         if column is not None:
             granularity = _granularity(column)

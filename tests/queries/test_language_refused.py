@@ -3,7 +3,7 @@
 import pytest
 
 from queries.language import HINTS, LanguageError, Problem, validate
-from tests.queries.language_fixtures import DICTIONARIES
+from tests.queries.language_fixtures import DICTIONARIES, PATIENTS
 
 P, E = "patients", "events"
 HOSTILE = [
@@ -231,3 +231,47 @@ def test_error_pickles():
         validate("SELECT median(weight) FROM patients", DICTIONARIES, max_cells=10)
     again = pickle.loads(pickle.dumps(error.value))
     assert again.problems == error.value.problems
+
+
+MORE_HOSTILE = [
+    ("day 1 test on month granularity", "SELECT count(*) FROM patients WHERE birth_date = '1990-03-01'", "date_comparison"),
+    ("> at a month start", "SELECT count(*) FROM patients WHERE birth_date > '1990-03-01'", "date_comparison"),
+    ("<= at a month start", "SELECT count(*) FROM patients WHERE birth_date <= '1990-03-01'", "date_comparison"),
+    ("IN of month starts", "SELECT count(*) FROM patients WHERE birth_date IN ('1990-03-01')", "date_comparison"),
+    ("BETWEEN month starts", "SELECT count(*) FROM patients WHERE birth_date BETWEEN '1990-03-01' AND '1990-04-01'", "date_comparison"),
+    ("trunc compared with a mid-unit date", "SELECT count(*) FROM patients WHERE date_trunc('year', birth_date) = '1990-02-01'", "date_literal_too_fine"),
+    ("persons of a left-joined dataset", "SELECT count(DISTINCT e.person_id) FROM patients p LEFT JOIN events e USING (person_id)", "count_column"),
+]
+
+
+@pytest.mark.parametrize("sql,rule", [(sql, rule) for _, sql, rule in MORE_HOSTILE], ids=[i for i, _, _ in MORE_HOSTILE])
+def test_more_hostile_queries(sql, rule):
+    with pytest.raises(LanguageError) as error:
+        validate(sql, DICTIONARIES, max_cells=10_000)
+    assert error.value.rules[0] == rule, [str(p) for p in error.value.problems]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) FROM patients WHERE birth_date >= '1990-03-01' AND birth_date < '1991-01-01'",
+    "SELECT count(*) FROM patients WHERE '1990-03-01' <= birth_date AND '1991-01-01' > birth_date",
+    "SELECT count(*) FROM patients WHERE date_trunc('month', birth_date) IN ('1990-03-01', '1990-04-01')",
+    "SELECT count(*) FROM events WHERE event_date = '2020-03-17'",
+    "SELECT count(DISTINCT p.person_id), count(DISTINCT e.person_id) FROM patients p JOIN events e USING (person_id)",
+])
+def test_aligned_date_comparisons_and_person_counts_are_accepted(sql):
+    validate(sql, DICTIONARIES, max_cells=10)
+
+
+def test_incomplete_dictionary_is_not_queryable():
+    from dataclasses import replace
+    incomplete = PATIENTS.with_column(replace(PATIENTS.column("weight"), min=None, max=None))
+    with pytest.raises(LanguageError) as error:
+        validate("SELECT count(*) FROM patients", {"patients": incomplete}, max_cells=10)
+    assert error.value.rules == ["dataset_not_ready"]
+
+
+def test_default_names_are_unique_and_aliases_kept():
+    plan = validate("SELECT region AS count, count(*), sum(weight), sum(weight) FROM patients GROUP BY 1",
+                    DICTIONARIES, max_cells=10)
+    assert [k.name for k in plan.keys] == ["count"]
+    assert [s.name for s in plan.statistics] == ["count_2", "sum_weight", "sum_weight_2"]
