@@ -60,7 +60,7 @@ MAX_INTEGER_KEY = 1000  # an integer measure is a key only if its range spans at
 UNIT_RANK = {"day": 0, "week": 0.5, "month": 1, "quarter": 1.5, "year": 2}
 TRUNC_UNITS = ("day", "week", "month", "quarter", "year")
 EXTRACT_PARTS = {"year": 2, "quarter": 1.5, "month": 1, "day": 0}  # part -> rank of the finest unit it needs
-DIFF_UNITS = ("day", "week", "month", "quarter", "year")
+DIFF_UNITS = ("day", "month", "year")  # week/quarter differ between engines
 
 KeyKind = Literal["category", "date", "integer", "band"]
 StatKind = Literal["count_rows", "count_persons", "sum", "avg", "stddev", "variance"]
@@ -125,7 +125,7 @@ HINTS = {
     "count_column": "use count(*) for rows or count(DISTINCT person_id) for persons",
     "division_by_zero": "divide only by a non-zero number",
     "division_by_column": "divide by a non-zero number only; ask for both sums and divide afterwards",
-    "date_diff": "write date_diff('day'|'week'|'month'|'quarter'|'year', start_date_column, end_date_column)",
+    "date_diff": "write date_diff('day'|'month'|'year', start_date_column, end_date_column)",
     "date_too_fine": "use a unit no finer than the column's granularity",
     "date_literal": "write dates as 'YYYY-MM-DD' or DATE 'YYYY-MM-DD'",
     "date_literal_too_fine": "use the first day of the month (or year) for a column of month (or year) granularity",
@@ -1148,12 +1148,8 @@ def _diff(unit: str, start: dt.date, end: dt.date) -> int:
     """DuckDB's date_diff: the number of unit boundaries between start and end."""
     if unit == "day":
         return (end - start).days
-    if unit == "week":  # ISO weeks, Monday-based
-        return ((end - dt.timedelta(days=end.weekday())) - (start - dt.timedelta(days=start.weekday()))).days // 7
     if unit == "month":
         return _months(end) - _months(start)
-    if unit == "quarter":
-        return _months(end) // 3 - _months(start) // 3
     return end.year - start.year
 
 
@@ -1269,9 +1265,8 @@ def _rewrite(plan: Plan, alias_map: Mapping[str, str], node: exp.Expression, mod
             return exp.cast(n.copy(), "DOUBLE" if mode == "double" else "BIGINT")
         if isinstance(n, exp.Anonymous) and n.name.upper() == "DATE_DIFF":
             unit, start, end = n.expressions
-            diff = exp.DateDiff(this=_rewrite(plan, alias_map, end), expression=_rewrite(plan, alias_map, start),
-                                unit=exp.var(unit.name.upper()))
-            return exp.cast(diff, "DOUBLE" if mode == "double" else "BIGINT")
+            return exp.cast(_date_diff_sql(unit.name.lower(), _rewrite(plan, alias_map, start),
+                                           _rewrite(plan, alias_map, end)), "DOUBLE" if mode == "double" else "BIGINT")
         if isinstance(n, (exp.TimestampTrunc, exp.DateTrunc)):
             trunc = exp.TimestampTrunc(this=_rewrite(plan, alias_map, n.this), unit=exp.var(n.args["unit"].name.upper()))
             return exp.cast(trunc, "DATE")
@@ -1293,6 +1288,23 @@ def _rewrite(plan: Plan, alias_map: Mapping[str, str], node: exp.Expression, mod
             if lit.is_string and not _is_date_literal(lit.parent):
                 lit.replace(_date(dt.date.fromisoformat(lit.name)))
     return tree.transform(fix)
+
+
+def _date_diff_sql(unit: str, start: exp.Expression, end: exp.Expression) -> exp.Expression:
+    """date_diff with DuckDB's meaning (unit boundaries crossed), written so that DuckDB and Spark agree:
+    days as DATEDIFF, months and years from EXTRACT."""
+    if unit == "day":
+        return exp.DateDiff(this=end, expression=start)
+
+    def part(name, d):
+        return exp.Extract(this=exp.var(name), expression=d.copy())
+
+    if unit == "year":
+        return exp.Sub(this=part("YEAR", end), expression=part("YEAR", start))
+    twelve = exp.Literal.number(12)
+    months = [exp.Add(this=exp.Mul(this=part("YEAR", d), expression=twelve.copy()), expression=part("MONTH", d))
+              for d in (end, start)]
+    return exp.Sub(this=exp.Paren(this=months[0]), expression=exp.Paren(this=months[1]))
 
 
 def _exact(plan: Plan, node: exp.Expression) -> bool:

@@ -349,6 +349,9 @@ AGGREGATES = {  # name -> (SQL, statistic kind, measure function or None)
     "neg_cost": ("sum(-e.cost + 10)", "sum", lambda r: None if r["e.cost"] is None else -r["e.cost"] + 10, {"e"}),
     "days": ("avg(date_diff('day', e.event_date, e.visit_date))", "avg", _ddays, {"e"}),
     "months": ("sum(date_diff('month', p.birth_date, e.event_date))", "sum", _dmonths, {"p", "e"}),
+    "years": ("sum(date_diff('year', p.birth_date, e.visit_date))", "sum",
+              lambda r: None if r["p.birth_date"] is None or r["e.visit_date"] is None
+              else r["e.visit_date"].year - r["p.birth_date"].year, {"p", "e"}),
     "sum_result": ("sum(l.result)", "sum", lambda r: r["l.result"], {"l"}),
     "mixed": ("avg((p.weight + e.value) * 0.5)", "avg",
               lambda r: None if r["p.weight"] is None or r["e.value"] is None else (r["p.weight"] + r["e.value"]) * 0.5,

@@ -39,6 +39,7 @@ VALID = [
     ("e", ["code"], ["rows"], ["not_in"]),
     ("pe", ["region", "code"], ["rows", "persons", "avg_weight", "sd_value"], None),
     ("pe", ["sex"], ["months"], ["recent"]),
+    ("pe", ["code"], ["years", "months", "days"], None),
     ("pe", ["weight_band", "cardio"], ["mixed"], None),
     ("pe_left", ["region", "code"], ["rows", "persons", "sum_cost2"], None),
     ("pe_left", ["smoker"], ["sum_weight", "sd_value"], ["born"]),

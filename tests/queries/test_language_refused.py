@@ -114,6 +114,7 @@ HOSTILE = [
     ("date_diff in days on month granularity", "SELECT avg(date_diff('day', birth_date, birth_date)) FROM patients", "date_too_fine"),
     ("bad date literal", "SELECT count(*) FROM events WHERE event_date > '2020-13-45'", "date_literal"),
     ("bare date key", "SELECT event_date, count(*) FROM events GROUP BY event_date", "key_date_bare"),
+    ("date_diff in weeks", "SELECT sum(date_diff('week', event_date, visit_date)) FROM events", "date_diff"),
     ("date_diff of a measure", "SELECT sum(date_diff('day', cost, event_date)) FROM events", "date_diff"),
     # keys that single persons out
     ("integer key with a wide range", "SELECT cost, count(*) FROM events GROUP BY cost", "key_range_too_wide"),
