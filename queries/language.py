@@ -1021,8 +1021,8 @@ class _Validator:
                 self.problem("literal_range", f"{lit.sql('postgres')} is not a finite number", lit)
                 return False
         if column.role == Role.CATEGORY and check_domain and value not in column.values:
-            shown = ", ".join(repr(v) for v in list(column.values)[:20]) + (" …" if len(column.values) > 20 else "")
-            self.problem("unknown_value", f"{value!r} is not a value of {column.name}; values: {shown}", lit)
+            self.problem("unknown_value", f"{value!r} is not a value of {column.name}; values: "
+                         f"{_shown(column.values)}", lit)
             return False
         return True
 
@@ -1068,6 +1068,10 @@ class _Validator:
                 continue
             values = {_label(key, lit) for lit in literals}
             domain = [v for v in domain if v in values]
+            if not domain:
+                self.problem("unknown_value", f"no value of the key {key.name} satisfies "
+                             f"{conjunct.sql('postgres')}; its domain is {_shown(key.domain)}", conjunct)
+                return key
         return Key(key.name, key.kind, tuple(domain), key.expression)
 
 
@@ -1130,6 +1134,14 @@ def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     if isinstance(node, exp.And):
         return _conjuncts(node.this) + _conjuncts(node.expression)
     return [node]
+
+
+def _shown(values) -> str:
+    values = list(values)
+    if len(values) > 20:
+        return ", ".join(repr(v) for v in values[:10]) + f", … ({len(values)} values) …, " + \
+            ", ".join(repr(v) for v in values[-3:])
+    return ", ".join(repr(v) for v in values)
 
 
 def _sorted(values) -> tuple:

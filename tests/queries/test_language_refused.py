@@ -276,3 +276,10 @@ def test_default_names_are_unique_and_aliases_kept():
                     DICTIONARIES, max_cells=10)
     assert [k.name for k in plan.keys] == ["count"]
     assert [s.name for s in plan.statistics] == ["count_2", "sum_weight", "sum_weight_2"]
+
+
+def test_narrowing_a_key_to_nothing_is_refused():
+    with pytest.raises(LanguageError) as error:
+        validate("SELECT children, count(*) FROM patients WHERE children = 2.5 GROUP BY children", DICTIONARIES,
+                 max_cells=100)
+    assert error.value.rules == ["unknown_value"] and "0, 1, 2" in error.value.problems[0].message
