@@ -613,8 +613,9 @@ class _Validator:
         return None if failed else result
 
     def column_of(self, source: Source, name: str) -> Column | None:
-        column = self.dictionaries[source.dataset].column(name)
-        return column if column is not None and column.stored and column.role != Role.IDENTIFIER else None
+        """The queryable column ``name`` (case-insensitive) of a source, or None."""
+        return next((c for c in self.dictionaries[source.dataset].stored_columns
+                     if c.name.lower() == name and c.role != Role.IDENTIFIER), None)
 
     def col(self, node: exp.Column) -> Column:
         return self.used[(node.table, node.name)]
@@ -846,39 +847,40 @@ class _Validator:
         return Key(alias or f"band_{position}", "band", tuple(sorted(set(labels))), node)
 
     def group_by(self, select: exp.Select, key_items: list, aliases: dict):
+        """GROUP BY must list exactly the keys of the SELECT list (by expression, output alias or position)."""
         group = select.args.get("group")
-        groups = list(group.expressions) if group else []
-        matched = set()
         items = select.expressions
-        for g in groups:
-            target = None
+        keys = {position: expression for position, _, expression in key_items}
+        matched = set()
+        for g in list(group.expressions) if group else []:
             if isinstance(g, exp.Literal) and not g.is_string and g.this.isdigit():
-                n = int(g.this)
-                target = n if 1 <= n <= len(items) else None
+                position = int(g.this)
+                if not 1 <= position <= len(items):
+                    self.problem("group_by_mismatch", f"GROUP BY {position}: there are {len(items)} output columns", g)
+                    continue
             elif isinstance(g, exp.Column) and not g.table and g.name.lower() in aliases and \
                     not any(self.column_of(s, g.name.lower()) for s in self.sources.values()):
-                target = next(p for p, i in enumerate(items, start=1)
-                              if isinstance(i, exp.Alias) and i.alias.lower() == g.name.lower())
-            elif isinstance(g, exp.Literal) or not g.find(exp.Column):
+                position = next(p for p, i in enumerate(items, start=1)
+                                if isinstance(i, exp.Alias) and i.alias.lower() == g.name.lower())
+            elif not g.find(exp.Column):
                 self.problem("key_constant", f"GROUP BY {g.sql('postgres')} is a constant", g)
                 continue
             else:
-                failed = len(self.problems)
                 q = self.qualify(g)
                 if q is None:
-                    del self.problems[failed:]  # reported where the key is selected, or below
-                target = next((p for p, _, e in key_items if q is not None and e == q), None)
-                if target is None:
-                    target = -1
-            if target is None or target == -1 or not any(p == target for p, _, _ in key_items):
-                if target is not None and target > 0 and not any(p == target for p, _, _ in key_items):
-                    if self.is_aggregate(items[target - 1].unalias()) or isinstance(items[target - 1].unalias(),
-                                                                                   (exp.Count, exp.Sum, exp.Avg)):
-                        self.problem("group_by", f"GROUP BY {g.sql('postgres')} names an aggregate", g)
-                    continue  # the item itself was refused as a key
-                self.problem("group_by_mismatch", f"GROUP BY {g.sql('postgres')} is not a key of the SELECT list", g)
-                continue
-            matched.add(target)
+                    continue  # the problem is recorded
+                position = next((p for p, e in keys.items() if e == q), None)
+                if position is None:
+                    self.problem("group_by_mismatch", f"GROUP BY {g.sql('postgres')} is not a key of the SELECT list",
+                                 g)
+                    continue
+            if position not in keys:
+                item = items[position - 1].unalias()
+                if self.is_aggregate(item) or isinstance(item, (exp.Count, exp.Sum, exp.Avg, exp.Stddev,
+                                                                 exp.StddevSamp, exp.Variance)):
+                    self.problem("group_by", f"GROUP BY {g.sql('postgres')} names an aggregate", g)
+                continue  # otherwise the item was refused as a key where it is selected
+            matched.add(position)
         for position, _, expression in key_items:
             if position not in matched:
                 self.problem("group_by_mismatch", f"the key {expression.sql('postgres')} (output column {position}) "
@@ -1227,7 +1229,8 @@ def validate(sql: str, dictionaries: Mapping[str, Dictionary], *, max_cells: int
         pass
     except RecursionError:
         validator.problems.append(Problem("parse_error", "the query is nested too deeply", HINTS["parse_error"]))
-    raise LanguageError(validator.problems or [Problem("parse_error", "the query was refused", HINTS["parse_error"])])
+    problems = list(dict.fromkeys(validator.problems))
+    raise LanguageError(problems or [Problem("parse_error", "the query was refused", HINTS["parse_error"])])
 
 
 # --- contributions -------------------------------------------------------------------------------

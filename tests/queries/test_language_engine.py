@@ -157,3 +157,16 @@ def test_key_domains_and_names():
     assert [k.kind for k in plan.keys] == ["category", "category", "integer", "date", "date", "band"]
     assert [k.name for k in plan.keys] == ["sex", "smoker", "children", "birth_date_month", "birth_date_year", "w"]
     assert plan.grid_size == 2 * 2 * 13 * 12 * 81 * 2
+
+
+def test_names_are_case_insensitive_and_read_as_stored():
+    from environment.dictionary import Column, ColumnType, Dictionary, Role
+    d = Dictionary("Visits", (Column("NHS", ColumnType.TEXT, Role.IDENTIFIER),
+                              Column("Ward", ColumnType.TEXT, Role.CATEGORY, values=("a", "b")),
+                              Column("Stay", ColumnType.INTEGER, Role.MEASURE, min=0, max=30)))
+    plan = validate("SELECT WARD, sum(stay) FROM visits GROUP BY ward", {"Visits": d}, max_cells=10)
+    con = duckdb.connect()
+    con.execute('CREATE TABLE v (person_id VARCHAR, _rk SMALLINT, _rk2 BIGINT, "Ward" VARCHAR, "Stay" BIGINT)')
+    con.execute("INSERT INTO v VALUES ('x', 1, 2, 'a', 40), ('y', 3, 4, 'a', NULL), ('z', 5, 6, NULL, 1)")
+    rows = run(con, contributions_sql(plan, dialect="duckdb", tables={"visits": "v"}, optouts=None))
+    assert list(rows) == [("a",)] and rows[("a",)]["m0_sum"] == 30 and rows[("a",)]["n_persons"] == 2
