@@ -159,3 +159,42 @@ def test_keys_of_generated_queries_have_their_declared_domains():
         assert plan.grid_size == len(plan.keys[0].domain) > 0
     assert all(AGGREGATES[a][1] in ("count_rows", "count_persons", "sum", "avg", "stddev", "variance")
                for a in AGGREGATES)
+
+
+TOKENS = ["(", ")", ",", "AND", "OR", "NOT", "=", "<", ">=", "<>", "'x'", "'north'", "'C10'", "1", "0", "2.5", "-1", "1e300",
+          "-", "/", "*", "+", "%", "CASE", "WHEN", "THEN", "ELSE", "END", "IN", "BETWEEN", "LIKE", "'C%'", "IS", "NULL",
+          "TRUE", "p.region", "p.weight", "e.cost", "p.children", "p.stage", "e.event_date", "p.birth_date",
+          "'2020-01-01'", "'1990-01-01'", "DATE", "p.smoker", "e.code", "e.value", "l.result", "l.lab_year", "p.income",
+          "date_trunc('month',", "extract(year FROM", "date_diff('day',", "date_diff('month',", "count(*)", "sum(", "avg(",
+          "person_id", "DISTINCT", "'heavy'"]
+_EDGE_CON = []
+
+
+def _edge_connection():
+    if not _EDGE_CON:
+        _EDGE_CON.append(load(make_data(seed=3, persons=50, edge=0.7)))
+    return _EDGE_CON[0]
+
+
+@settings(max_examples=400, deadline=None)
+@given(query=queries(), edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["replace", "insert", "delete"]),
+                                                 st.sampled_from(TOKENS)), min_size=1, max_size=3))
+def test_token_mutations_are_refused_or_run_without_error(query, edits):
+    """Whatever a token-level edit of a valid query gives is refused, or runs on edge data without an error."""
+    sql, _ = query
+    tokens = re.findall(r"'[^']*'|\w+\.\w+|\w+\(|\w+|\S", sql)
+    for position, op, token in edits:
+        i = position % len(tokens)
+        if op == "replace":
+            tokens[i] = token
+        elif op == "insert":
+            tokens.insert(i, token)
+        elif len(tokens) > 1:
+            del tokens[i]
+    mutated = " ".join(tokens)
+    try:
+        plan = validate(mutated, DICTIONARIES, max_cells=10**7)
+    except LanguageError:
+        return
+    _edge_connection().execute(contributions_sql(plan, dialect="duckdb", tables=TABLES, optouts="optouts")).fetchall()
+    contributions_sql(plan, dialect="spark", tables=TABLES, optouts=None)
