@@ -1335,8 +1335,11 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     """ONE statement computing the populated cells of the plan's grid from per-person contributions.
 
     Columns: ``k0..k{n-1}`` (key labels), ``n_persons``, ``ckey`` (Σ _rk mod 256 over contributors),
-    ``ckey2`` (Σ _rk2 mod 2^32), ``n_rows``, ``rows_max``, and for each statistic i with a measure
-    ``m{i}_n``, ``m{i}_sum``, ``m{i}_sumsq``, ``m{i}_top1``, ``m{i}_top2``, ``m{i}_sqtop1``.
+    ``ckey2`` (Σ _rk2 mod 2^32), ``n_rows``, ``rows_max``, and for each statistic i (its index in
+    ``plan.statistics``) with a measure: ``m{i}_n`` (non-null rows), ``m{i}_persons``, ``m{i}_ckey``,
+    ``m{i}_ckey2`` (the measure's own contributors — persons with a non-null value — and their cell keys,
+    DESIGN §6), ``m{i}_sum``, ``m{i}_sumsq``, ``m{i}_top1``, ``m{i}_top2`` (largest |per-person sum|),
+    ``m{i}_sqtop1`` (largest per-person sum of squares). Sums are 0 (not NULL) when no value is present.
     """
     if dialect not in ("duckdb", "spark"):
         raise ValueError(f"unknown dialect {dialect!r}")
@@ -1407,6 +1410,10 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     for i, value in stat_value.items():
         zero = exp.Literal.number(0)
         abs_s = exp.Abs(this=q(f"{value}_s"))
+
+        def when_measured(column, value=value):  # the record key of a person with a non-null measure value
+            return exp.Case(ifs=[exp.If(this=exp.GT(this=q(f"{value}_n"), expression=exp.Literal.number(0)),
+                                        true=q(column))])
         if dialect == "duckdb":
             top = exp.Anonymous(this="max", expressions=[abs_s, exp.Literal.number(2)])
             top1 = exp.Anonymous(this="list_extract", expressions=[top.copy(), exp.Literal.number(1)])
@@ -1418,6 +1425,13 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
             top2 = exp.Anonymous(this="try_element_at", expressions=[top, exp.Literal.number(2)])
         out = out.select(
             exp.alias_(bigint(exp.Sum(this=q(f"{value}_n"))), f"m{i}_n", quoted=True),
+            exp.alias_(bigint(exp.Count(this=q(f"{value}_s"))), f"m{i}_persons", quoted=True),
+            exp.alias_(bigint(exp.Coalesce(this=exp.Mod(this=exp.Sum(this=when_measured("rk")),
+                                                        expression=exp.Literal.number(256)),
+                                           expressions=[zero.copy()])), f"m{i}_ckey", quoted=True),
+            exp.alias_(bigint(exp.Coalesce(this=exp.Mod(this=exp.Sum(this=when_measured("rk2")),
+                                                        expression=exp.Literal.number(2**32)),
+                                           expressions=[zero.copy()])), f"m{i}_ckey2", quoted=True),
             exp.alias_(exp.Coalesce(this=exp.Sum(this=q(f"{value}_s")), expressions=[zero.copy()]), f"m{i}_sum",
                        quoted=True),
             exp.alias_(exp.Coalesce(this=exp.Sum(this=q(f"{value}_q")), expressions=[zero.copy()]), f"m{i}_sumsq",

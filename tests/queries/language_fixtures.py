@@ -211,6 +211,10 @@ def reference(data: Data, sources, keys: list[Callable], measures: list[Callable
             accs = [e["m"][i] for _, e in people if i in e["m"]]
             sums = sorted((abs(a[1]) for a in accs if a[1] is not None), reverse=True)
             rec[f"m{i}_n"] = sum(a[0] for a in accs)
+            measured = [p for p, e in people if i in e["m"] and e["m"][i][0] > 0]
+            rec[f"m{i}_persons"] = len(measured)
+            rec[f"m{i}_ckey"] = sum(data.persons[p][0] for p in measured) % 256
+            rec[f"m{i}_ckey2"] = sum(data.persons[p][1] for p in measured) % 2**32
             rec[f"m{i}_sum"] = sum(a[1] for a in accs if a[1] is not None)
             rec[f"m{i}_sumsq"] = sum(a[2] for a in accs if a[2] is not None)
             rec[f"m{i}_top1"] = sums[0] if sums else 0

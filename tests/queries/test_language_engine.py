@@ -93,6 +93,7 @@ def test_record_key_counted_once_per_person_not_per_row():
     (row,) = run(con, contributions_sql(plan, dialect="duckdb", tables={"events": "ev"}, optouts=None)).values()
     assert row["n_persons"] == 2 and row["n_rows"] == 4 and row["rows_max"] == 3
     assert row["ckey"] == (200 + 100) % 256 and row["ckey2"] == (4000000000 + 1000000000) % 2**32
+    assert row["m1_persons"] == 2 and row["m1_ckey"] == 300 % 256
     assert row["m1_n"] == 4 and row["m1_sum"] == 16 and row["m1_sumsq"] == 1 + 4 + 9 + 100
     assert row["m1_top1"] == 10 and row["m1_top2"] == 6 and row["m1_sqtop1"] == 100
     assert "m0_n" not in row  # count(*) has no measure
@@ -104,7 +105,7 @@ def test_output_columns_in_order():
     con = load(make_data(seed=3, persons=10))
     cursor = con.execute(contributions_sql(plan, dialect="duckdb", tables=TABLES, optouts="optouts"))
     names = [d[0] for d in cursor.description]
-    measure = ["n", "sum", "sumsq", "top1", "top2", "sqtop1"]
+    measure = ["n", "persons", "ckey", "ckey2", "sum", "sumsq", "top1", "top2", "sqtop1"]
     assert names == ["k0", "k1", "n_persons", "ckey", "ckey2", "n_rows", "rows_max"] + \
         [f"m1_{s}" for s in measure] + [f"m3_{s}" for s in measure]
 
