@@ -34,6 +34,14 @@ Decisions (documented in docs/query-language-v2.md):
   leaf is read as DOUBLE. ``/`` is therefore always true division. Nothing can overflow or divide by zero.
 * **Opt-outs**: one anti-join (``NOT EXISTS``) on the first dataset's ``person_id``: every joined row
   belongs to the person of a row of the first dataset (joins are inner or left, on ``person_id`` only).
+* **Dates of month/year granularity** are compared only with ``>=`` and ``<`` at the first day of a month
+  (year): ``=``, ``>``, ``<=``, ``IN`` and ``BETWEEN`` at a month start would tell the 1st from other days.
+* **date_diff** has DuckDB's meaning (unit boundaries crossed) and is emitted so that both engines agree:
+  ``DATEDIFF`` for days, ``EXTRACT`` arithmetic for months and years (week/quarter are refused).
+* **Key labels**: a category's declared value (str, int or bool), ``datetime.date`` for ``date_trunc``,
+  ``int`` for ``extract`` and integer keys, ``str`` for bands; the names are lower-case.
+
+Every rule name is a key of ``HINTS`` (what to write instead).
 """
 
 from __future__ import annotations
