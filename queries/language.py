@@ -1370,6 +1370,7 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     for name, key in zip(key_names, plan.keys):
         src = src.select(exp.alias_(_key_sql(plan, alias_map, key), name, quoted=True), copy=False)
     measures: dict[str, str] = {}  # measure SQL -> value column
+    exact_values: set[str] = set()
     stat_value: dict[int, str] = {}
     for i, stat in enumerate(plan.statistics):
         if stat.measure is None:
@@ -1379,6 +1380,8 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
         if text not in measures:
             measures[text] = f"v{len(measures)}"
             src = src.select(exp.alias_(expression, measures[text], quoted=True), copy=False)
+            if stat.exact:
+                exact_values.add(measures[text])
         stat_value[i] = measures[text]
     conditions = []
     if plan.where is not None:
@@ -1395,10 +1398,18 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
                     exp.alias_(exp.Min(this=q("rk")), "rk", quoted=True),
                     exp.alias_(exp.Min(this=q("rk2")), "rk2", quoted=True),
                     exp.alias_(exp.Count(this=exp.Star()), "r", quoted=True))
+    def wide(node, value):
+        # Spark sums BIGINT into BIGINT (and overflows); DuckDB sums it into HUGEINT. An exact measure's
+        # values and squares fit in BIGINT (|v| <= 2^31 - 1); their sums are made DECIMAL(38, 0) in Spark.
+        if dialect == "spark" and value in exact_values:
+            return exp.cast(node, exp.DataType.build("DECIMAL(38, 0)"))
+        return node
+
     for value in measures.values():
+        square = exp.Mul(this=q(value), expression=q(value))
         pp = pp.select(exp.alias_(exp.Count(this=q(value)), f"{value}_n", quoted=True),
-                       exp.alias_(exp.Sum(this=q(value)), f"{value}_s", quoted=True),
-                       exp.alias_(exp.Sum(this=exp.Mul(this=q(value), expression=q(value))), f"{value}_q", quoted=True), copy=False)
+                       exp.alias_(exp.Sum(this=wide(q(value), value)), f"{value}_s", quoted=True),
+                       exp.alias_(exp.Sum(this=wide(square, value)), f"{value}_q", quoted=True), copy=False)
     pp = pp.from_("src", copy=False)
     if key_names:
         pp = pp.where(exp.and_(*(exp.Not(this=exp.Is(this=q(k), expression=exp.Null())) for k in key_names)), copy=False)

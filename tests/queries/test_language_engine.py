@@ -171,3 +171,11 @@ def test_names_are_case_insensitive_and_read_as_stored():
     con.execute("INSERT INTO v VALUES ('x', 1, 2, 'a', 40), ('y', 3, 4, 'a', NULL), ('z', 5, 6, NULL, 1)")
     rows = run(con, contributions_sql(plan, dialect="duckdb", tables={"visits": "v"}, optouts=None))
     assert list(rows) == [("a",)] and rows[("a",)]["m0_sum"] == 30 and rows[("a",)]["n_persons"] == 2
+
+
+def test_spark_sums_exact_measures_as_decimal():
+    plan = validate("SELECT sum(e.cost * 2), avg(e.value) FROM events e", DICTIONARIES, max_cells=10)
+    spark = contributions_sql(plan, dialect="spark", tables=TABLES, optouts=None)
+    duck = contributions_sql(plan, dialect="duckdb", tables=TABLES, optouts=None)
+    assert spark.count("DECIMAL(38, 0)") == 2 and "DECIMAL" not in duck
+    sqlglot.parse_one(spark, read="spark")
