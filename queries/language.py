@@ -63,7 +63,8 @@ from environment.dictionary import PERSON_ID, Column, ColumnType, Dictionary, Gr
 RK, RK2 = "_rk", "_rk2"
 INT_SAFE = 2**31 - 1  # every intermediate of an exact (BIGINT) measure expression stays within this
 MAX_MAGNITUDE = 1e100  # bound of any measure expression (so sums of squares stay finite)
-MAX_INTEGER_KEY = 1000  # an integer measure is a key only if its range spans at most this many integers
+MAX_INTEGER_KEY = 1000
+MAX_DOMAIN = 1_000_000  # a date key with more values is refused before its domain is built  # an integer measure is a key only if its range spans at most this many integers
 
 UNIT_RANK = {"day": 0, "week": 0.5, "month": 1, "quarter": 1.5, "year": 2}
 TRUNC_UNITS = ("day", "week", "month", "quarter", "year")
@@ -813,7 +814,11 @@ class _Validator:
         if UNIT_RANK[unit] < _granularity(column).rank:
             return self.problem("date_too_fine", f"date_trunc('{unit}', {column.name}) is finer than the column's "
                                 f"granularity ({_granularity(column).value})", original)
-        domain = _trunc_domain(unit, column.min, column.max, 4_000_000)
+        size = _trunc_count(unit, column.min, column.max)
+        if size > MAX_DOMAIN:
+            return self.problem("grid_too_large", f"date_trunc('{unit}', {column.name}) has {size} values, more than "
+                                f"{MAX_DOMAIN}", original)
+        domain = _trunc_domain(unit, column.min, column.max, MAX_DOMAIN)
         return Key(alias or f"{column.name}_{unit}", "date", domain, node)
 
     def extract_key(self, node: exp.Extract, original: exp.Expression, alias: str | None) -> Key | None:
@@ -1195,6 +1200,16 @@ def _next(unit: str, d: dt.date) -> dt.date:
     step = {"month": 1, "quarter": 3, "year": 12}[unit]
     m = _months(d) + step
     return dt.date(m // 12, m % 12 + 1, 1)
+
+
+def _trunc_count(unit: str, lo: dt.date, hi: dt.date) -> int:
+    """How many unit starts lie from lo to hi (without building them)."""
+    a, b = _trunc(unit, lo), _trunc(unit, hi)
+    if unit == "day":
+        return (b - a).days + 1
+    if unit == "week":
+        return (b - a).days // 7 + 1
+    return (_months(b) - _months(a)) // {"month": 1, "quarter": 3, "year": 12}[unit] + 1
 
 
 def _trunc_domain(unit: str, lo: dt.date, hi: dt.date, limit: int) -> tuple:

@@ -283,3 +283,24 @@ def test_narrowing_a_key_to_nothing_is_refused():
         validate("SELECT children, count(*) FROM patients WHERE children = 2.5 GROUP BY children", DICTIONARIES,
                  max_cells=100)
     assert error.value.rules == ["unknown_value"] and "0, 1, 2" in error.value.problems[0].message
+
+
+def test_huge_date_domains_are_refused_before_they_are_built():
+    import datetime as dt
+    from dataclasses import replace
+
+    from tests.queries.language_fixtures import EVENTS
+    wide = EVENTS.with_column(replace(EVENTS.column("event_date"), min=dt.date(1, 1, 1), max=dt.date(9999, 12, 31)))
+    with pytest.raises(LanguageError) as error:
+        validate("SELECT date_trunc('day', event_date), count(*) FROM events GROUP BY 1", {"events": wide},
+                 max_cells=10**9)
+    assert error.value.rules == ["grid_too_large"]
+    weeks = validate("SELECT date_trunc('week', event_date), count(*) FROM events GROUP BY 1", {"events": wide},
+                     max_cells=10**9)
+    assert weeks.grid_size == len(weeks.keys[0].domain) == 521_723
+    plan = validate("SELECT date_trunc('month', event_date), count(*) FROM events GROUP BY 1", {"events": wide},
+                    max_cells=10**9)
+    assert plan.grid_size == 9999 * 12 and plan.keys[0].domain[-1] == dt.date(9999, 12, 1)
+    plan = validate("SELECT date_trunc('week', event_date), count(*) FROM events GROUP BY 1", DICTIONARIES,
+                    max_cells=10**9)
+    assert plan.keys[0].domain[0] == dt.date(2014, 12, 29) and plan.grid_size == len(plan.keys[0].domain)
