@@ -3,10 +3,15 @@
 Pure Python, no Django, no I/O. Every function here is deterministic in its arguments: the same
 cell (the same contributors, hence the same cell keys) always gets the same perturbation.
 
-**Keys.** Each person has two secret record keys derived from their `person_id` with a keyed hash
-(`record_keys`): `rkey` in 0…255 (the ONS convention) and `rkey2` in 0…2³²−1. A cell's keys are
-the sums of its contributors' record keys, mod 256 and mod 2³² (`cell_keys`; an engine computes
-them with two SUMs). `ckey` drives the frequency method, `ckey2` the magnitude method.
+**Keys.** Each person has a secret record key `rkey` in 0…255 (the ONS convention), derived from
+their `person_id` with a keyed hash (`record_keys`); a cell key `ckey` is the sum of its
+contributors' record keys mod 256 and drives the frequency method. The magnitude method is driven
+by `ckey2` in 0…2³²−1, the sum mod 2³² of 32-bit keys of the cell's **rows** (`row_key`: a keyed
+hash of the person and the row, stable across queries and versions of an unchanged row). Row keys
+and not person keys, because two cells with the same persons but one row more or less (a filter
+on a visit date) must get unrelated magnitude noise: with person keys they would share the
+multiplier, and when the row is not the largest person's, the released difference of the two sums
+would be the row's exact value. With one row per person a row key is a person key.
 
 **Frequencies** (`perturb_frequency`): the ONS method — the perturbation is looked up in the p-table
 (outputs/ptable.py) by (min(value, max_row), ckey).
@@ -33,9 +38,9 @@ person's rows) agrees with the sign of the true difference in at most 73% of pai
   r = t_B / t_A, agreement is P(1 + m_A − r·m_B > 0), largest over r ∈ [0, 1] at r ≈ 1.
   For |m| uniform in [a, b] and b − a ≤ 1 this is 75% whatever a is (opposite signs decide and
   same signs never flip the difference): the spread b − a must exceed 1. With a = 0.5, b = 2.5
-  the worst case over r is 69.4% (computed in tests/outputs/test_cellkey_property.py), and over
-  realistic pairs (a random person of a cell of 10–200 persons with log-normal contributions) it
-  is about 55% — both measured in the tests and reported in docs/sdc-v2.md.
+  the worst case over r is 69.4% (computed in tests/outputs/test_cellkey_property.py). Simulated
+  over cells of 10–200 persons with 1–4 log-normal rows each: 56.7% when a random person is
+  removed, 67.6% when the largest is, 53.2% for a random row (docs/sdc-v2.md).
 * The lower bound a keeps the noise from ever being negligible: a dominant person (r → 0, the
   (n,k) case) shows through only when m_A > −1, i.e. with probability 0.5 + 0.5·P(|m| < 1) =
   62.5%. With a = 0 that would rise towards 100% × P(|m| small).
@@ -79,13 +84,22 @@ def record_keys(person_id: str, secret: bytes) -> tuple[int, int]:
     return digest[0], int.from_bytes(digest[1:5], "big")
 
 
-def cell_keys(keys) -> tuple[int, int]:
-    """(ckey, ckey2) of a cell from its contributors' (rkey, rkey2) pairs."""
-    ckey = ckey2 = 0
-    for rkey, rkey2 in keys:
-        ckey += rkey
-        ckey2 += rkey2
-    return ckey % KEY_MOD, ckey2 % KEY2_MOD
+def row_key(person_id: str, row: bytes, secret: bytes) -> int:
+    """A row's 32-bit key for ckey2: HMAC-SHA256(secret, person_id NUL row) where `row` is a
+    canonical encoding of the row's stored values (the engine's choice; stable for an unchanged row).
+    With one row per person, use the person's rkey2 instead."""
+    digest = hmac.new(secret, person_id.encode() + b"\0" + row, hashlib.sha256).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def cell_key(rkeys) -> int:
+    """ckey: the sum of the cell's contributors' record keys (one per person) mod 256."""
+    return sum(rkeys) % KEY_MOD
+
+
+def cell_key2(row_keys) -> int:
+    """ckey2: the sum of the cell's row keys mod 2³²."""
+    return sum(row_keys) % KEY2_MOD
 
 
 def perturb_frequency(value: int, ckey: int, table: PTable) -> int:

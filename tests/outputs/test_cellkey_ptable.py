@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from outputs import ptable
-from outputs.cellkey import cell_keys, perturb_frequency
+from outputs.cellkey import cell_key, perturb_frequency
 
 DEFAULT = ptable.get()
 PARAMS = [(3, 2, 10), (5, 3, 10), (3, 1, 5), (2, 1, 10), (4, 2, 20), (3, 2, 1)]
@@ -159,10 +159,10 @@ def ons_table(rows, table, threshold):
 def ours(rows, table, threshold):
     cells = {}
     for a, b, rkey in rows:
-        cells.setdefault((a, b), []).append((rkey, 0))
+        cells.setdefault((a, b), []).append(rkey)
     out = {}
     for key, keys in cells.items():
-        ckey, _ = cell_keys(keys)
+        ckey = cell_key(keys)
         released = perturb_frequency(len(keys), ckey, table)
         out[key] = (released if released >= threshold else None, ckey)
     return out
