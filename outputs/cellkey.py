@@ -39,8 +39,8 @@ person's rows) agrees with the sign of the true difference in at most 73% of pai
   For |m| uniform in [a, b] and b − a ≤ 1 this is 75% whatever a is (opposite signs decide and
   same signs never flip the difference): the spread b − a must exceed 1. With a = 0.5, b = 2.5
   the worst case over r is 69.4% (computed in tests/outputs/test_cellkey_property.py). Simulated
-  over cells of 10–200 persons with 1–4 log-normal rows each: 56.7% when a random person is
-  removed, 67.6% when the largest is, 53.2% for a random row (docs/sdc-v2.md).
+  over cells of 10–200 persons with 1–4 log-normal rows each: 56.1% when a random person is
+  removed, 67.7% when the largest is, 52.5% for a random row (docs/sdc-v2.md).
 * The lower bound a keeps the noise from ever being negligible: a dominant person (r → 0, the
   (n,k) case) shows through only when m_A > −1, i.e. with probability 0.5 + 0.5·P(|m| < 1) =
   62.5%. With a = 0 that would rise towards 100% × P(|m| small).

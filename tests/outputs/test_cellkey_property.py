@@ -118,13 +118,13 @@ def row_of_largest(rng, persons):
 
 
 @pytest.mark.parametrize(("pick", "measured"), [
-    (random_person, (0.53, 0.60)),       # measured: 56.7%
-    (largest_person, (0.65, 0.71)),      # measured: 67.6%: the hardest pair
-    (random_row, (0.50, 0.56)),          # measured: 53.2%
-    (row_of_largest, (0.53, 0.60)),      # measured: 55.9%
+    (random_person, (0.53, 0.60)),       # measured: 56.1%
+    (largest_person, (0.65, 0.71)),      # measured: 67.7%: the hardest pair
+    (random_row, (0.50, 0.56)),          # measured: 52.5%
+    (row_of_largest, (0.53, 0.60)),      # measured: 55.8%
 ])
 def test_magnitudes_one_person_or_row_apart_agree_in_direction_in_at_most_73_percent(pick, measured):
-    share = agreement(magnitude_pairs(random.Random(4), 1500, pick))
+    share = agreement(magnitude_pairs(random.Random(4), 1000, pick))
     assert share <= BOUND
     assert measured[0] <= share <= measured[1]
 
@@ -132,7 +132,7 @@ def test_magnitudes_one_person_or_row_apart_agree_in_direction_in_at_most_73_per
 def test_the_worst_pair_for_the_default_multipliers_is_under_the_bound():
     """A = B + the largest person, r = top(B) / top(A): agreement is P(1 + m_A − r·m_B > 0),
     computed exactly over a fine grid of the two uniforms (the figures of cellkey's docstring)."""
-    def worst(params, grid=400):
+    def worst(params, grid=200):
         us = [(k + 0.5) / grid for k in range(grid)]
         ms = [(-(params.a + (params.b - params.a) * 2 * u) if u < 0.5
                else params.a + (params.b - params.a) * (2 * u - 1)) for u in us]

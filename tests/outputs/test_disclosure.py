@@ -214,7 +214,7 @@ cell_strategy = st.builds(
     st.integers(0, 2**32 - 1))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(cell_strategy, min_size=1, max_size=12), st.booleans(), st.integers(1, 25))
 def test_nothing_is_released_for_a_cell_whose_perturbed_count_is_under_the_threshold(specs, one, threshold):
     params = DisclosureParams(threshold=threshold)
