@@ -18,8 +18,9 @@ would be the row's exact value. With one row per person a row key is a person ke
 
 **Magnitudes** (`perturb_magnitude`; Giessing and Tent, 2019): released = total + m × top, where
 `top` is the cell's largest per-person |contribution| and m a multiplier drawn deterministically
-from ckey2 (`multiplier`): a uniform u in [0, 1) from a 32-bit mix of ckey2 and the part being
-perturbed (rows, sum, sum of squares: independent draws), then a random sign and
+from ckey2 (`multiplier`): ckey2 is mixed once (splitmix64) and each part being perturbed (rows,
+sum, sum of squares) reads its own 21 bits of the mix as a uniform u in [0, 1) (independent draws),
+then a random sign and
 |m| uniform in [a, b]. For a sum the noise takes the sign of the total (m × top × sign(total)):
 m is symmetric, so this changes nothing about its distribution, but `sum(x)` and `sum(0 - x)`
 of the same cell are released as exact opposites instead of two draws whose difference is 2 × the
@@ -39,8 +40,8 @@ person's rows) agrees with the sign of the true difference in at most 73% of pai
   For |m| uniform in [a, b] and b − a ≤ 1 this is 75% whatever a is (opposite signs decide and
   same signs never flip the difference): the spread b − a must exceed 1. With a = 0.5, b = 2.5
   the worst case over r is 69.4% (computed in tests/outputs/test_cellkey_property.py). Simulated
-  over cells of 10–200 persons with 1–4 log-normal rows each: 56.1% when a random person is
-  removed, 67.7% when the largest is, 52.5% for a random row (docs/sdc-v2.md).
+  over cells of 10–200 persons with 1–4 log-normal rows each: 54.8% when a random person is
+  removed, 67.8% when the largest is, 51.5% for a random row (docs/sdc-v2.md).
 * The lower bound a keeps the noise from ever being negligible: a dominant person (r → 0, the
   (n,k) case) shows through only when m_A > −1, i.e. with probability 0.5 + 0.5·P(|m| < 1) =
   62.5%. With a = 0 that would rise towards 100% × P(|m| small).
@@ -63,8 +64,10 @@ from outputs.ptable import PTable
 KEY_MOD = 256
 KEY2_MOD = 1 << 32
 
-# Parts perturbed by the magnitude method, each with its own draw from ckey2.
-ROWS, SUM, SUMSQ = 0x9E3779B9, 0x85EBCA6B, 0xC2B2AE35
+# Parts perturbed by the magnitude method, each with its own 21 bits of the mixed ckey2.
+ROWS, SUM, SUMSQ = 0, 1, 2
+M64 = (1 << 64) - 1
+U21 = 1.0 / (1 << 21)
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,17 @@ def perturb_frequency(value: int, ckey: int, table: PTable) -> int:
     return value + lookup[value if value < len(lookup) else -1][ckey]
 
 
+def mix(ckey2: int) -> int:
+    """splitmix64's finaliser of ckey2: 64 well-mixed bits."""
+    z = (ckey2 + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
 def uniform(ckey2: int, part: int) -> float:
-    """A uniform in [0, 1) from ckey2, independent for each part (lowbias32 of ckey2 ^ part)."""
-    x = (ckey2 ^ part) & 0xFFFFFFFF
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & 0xFFFFFFFF
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & 0xFFFFFFFF
-    x ^= x >> 16
-    return x / KEY2_MOD
+    """A uniform in [0, 1) (steps of 2⁻²¹) from ckey2: bits 21·part … 21·part + 20 of mix(ckey2)."""
+    return ((mix(ckey2) >> (21 * part)) & 0x1FFFFF) * U21
 
 
 def multiplier(ckey2: int, part: int, params: MagnitudeParams = MagnitudeParams()) -> float:

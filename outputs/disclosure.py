@@ -50,9 +50,10 @@ differencing  cells the differencing ledger found (`findings`, key tuples): flag
 
 Output (`Disclosure`)
 ---------------------
-`columns` (keys, then statistic names), `raw` (exact values per row, plus a last `contributors`
-column: the exact n_persons, for checkers only), `safe` (as released; withheld statistics None, no
-contributors column), `flags` (per row: statistic name → rules fired) and
+`columns` (keys, then statistic names); rows are tuples in grid order: `raw` (exact values, plus a
+last `contributors` column: the exact n_persons, for checkers only), `safe` (as released; withheld
+statistics None, no contributors column); `flags` (per row: statistic name → tuple of the rules fired; a statistic
+on which nothing fired is absent) and
 `sdc = {status, summary, settings}`:
 
     status    "review"      a checker must look: nk_dominance, p_percent or differencing fired
@@ -68,6 +69,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
+from math import sqrt
+from operator import itemgetter
 
 from outputs import cellkey, ptable
 from outputs.cellkey import ROWS, SUM, SUMSQ, MagnitudeParams
@@ -156,6 +159,8 @@ class Grid:
     def __post_init__(self):
         if len(self.keys) != len(self.domains):
             raise ValueError("one domain per key")
+        if not self.statistics:
+            raise ValueError("a grid releases at least one statistic")
         names = [*self.keys, *(s.name for s in self.statistics)]
         if len(set(names)) != len(names) or CONTRIBUTORS in names:
             raise ValueError("key and statistic names must be distinct and not 'contributors'")
@@ -171,122 +176,98 @@ class Grid:
 @dataclass
 class Disclosure:
     columns: list[str]                       # keys + statistic names
-    raw: list[list]                          # exact values + contributors (checkers only)
-    safe: list[list]                         # as released
-    flags: list[dict[str, list[str]]]        # per row: statistic -> rules fired
+    raw: list[tuple]                         # exact values + contributors (checkers only)
+    safe: list[tuple]                        # as released
+    flags: list[dict[str, tuple[str, ...]]]  # per row: statistic -> rules fired
     sdc: dict = field(default_factory=dict)  # {status, summary, settings}
 
 
 def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosureParams = DisclosureParams(),
                      findings: Iterable[Sequence] = ()) -> Disclosure:
-    table = params.table().lookup
-    top_row = len(table) - 1
-    magnitude = params.magnitude
-    a, spread = magnitude.a, magnitude.b - magnitude.a
-    threshold, nk_n, nk_k, p = params.threshold, params.nk_n, params.nk_k, params.p_percent
-    one = grid.one_row_per_person
-    stats = grid.statistics
+    """The released grid (module docstring). Works column by column over the populated cells."""
+    lookup = params.table().lookup
+    top_row = len(lookup) - 1
+    a, spread = params.magnitude_a, params.magnitude_b - params.magnitude_a
+    threshold, one, stats = params.threshold, grid.one_row_per_person, grid.statistics
     names = [s.name for s in stats]
-    measures = sorted({s.measure for s in stats if s.measure is not None})
-    fields = {i: tuple(f"m{i}_{f}" for f in ("n", "sum", "sumsq", "top1", "top2", "sqtop1", "persons"))
-              for i in measures}
-    findings = {tuple(key) for key in findings}
-    by_key = {}
+    by_key: dict[tuple, Mapping] = {}
     for cell in cells:
         key = tuple(cell["key"])
         if key in by_key:
             raise ValueError(f"two cells with the key {key!r}")
         by_key[key] = cell
-    if len(grid.keys) == 0:
-        keys_iter: Iterable[tuple] = [()]
-    else:
-        keys_iter = product(*grid.domains)
-
-    def mult(ckey2: int, part: int) -> float:
-        u = cellkey.uniform(ckey2, part) * 2.0
-        return -(a + spread * u) if u < 1.0 else a + spread * (u - 1.0)
-
-    def freq(value: int, ckey: int) -> int:
-        return value + table[value if value <= top_row else top_row][ckey]
-
-    raw_rows, safe_rows, flag_rows = [], [], []
-    summary = dict.fromkeys(RULES, 0)
-    empty_raw = [0 if s.kind in ("count_persons", "count_rows") else None for s in stats] + [0]
-    empty_safe = [None] * len(stats)
-    withheld = ["threshold"]
-    seen = 0
-    for key in keys_iter:
-        cell = by_key.get(key)
-        klist = list(key)
-        if cell is None:
-            raw_rows.append(klist + empty_raw)
-            safe_rows.append(klist + empty_safe)
-            flags = dict.fromkeys(names, withheld)
-            summary["threshold"] += 1
-            if findings and key in findings:
-                flags = dict.fromkeys(names, ["threshold", "differencing"])
-                summary["differencing"] += 1
-            flag_rows.append(flags)
-            continue
-        seen += 1
-        n_persons, ckey, ckey2 = cell["n_persons"], cell["ckey"], cell["ckey2"]
-        released_persons = freq(n_persons, ckey)
-        released_ok = released_persons >= threshold
-        exact: dict = {}      # measure -> (n, sum, sumsq, top1, top2, sqtop1, persons)
-        parts: dict = {}      # measure -> (count, sum, sumsq) perturbed, or None when withheld
-        rules: dict = {}      # measure -> flags from dominance
-        raw_row, safe_row, flags = list(key), list(key), {}
-        for stat in stats:
-            kind = stat.kind
-            if kind == "count_persons":
-                raw_row.append(n_persons)
-                value = released_persons
-            elif kind == "count_rows":
-                n_rows = cell["n_rows"]
-                raw_row.append(n_rows)
-                if one:
-                    value = freq(n_rows, ckey)
-                else:
-                    value = round(n_rows + mult(ckey2, ROWS) * cell["rows_max"])
-                    value = value if value > 0 else 0
-            else:
-                i = stat.measure
-                if i not in exact:
-                    f = fields[i]
-                    exact[i] = e = (cell[f[0]], cell[f[1]], cell[f[2]], cell[f[3]], cell[f[4]],
-                                    cell[f[5]], cell.get(f[6]))
-                    parts[i] = _parts(e, one, ckey, ckey2, cell, freq, mult, threshold) if released_ok else None
-                    rules[i] = _dominance(e[1], e[3], e[4], nk_n, nk_k, p)
-                n, total, sumsq = exact[i][0], exact[i][1], exact[i][2]
-                raw_row.append(_statistic(kind, n, total, sumsq))
-                part = parts[i]
-                if part is None:
-                    value = None
-                    if released_ok:
-                        flags[stat.name] = ["threshold"]
-                else:
-                    value = _statistic(kind, *part)
-                    if rules[i]:
-                        flags[stat.name] = list(rules[i])
-            if not released_ok:
-                value = None
-            safe_row.append(value)
-        raw_row.append(n_persons)
-        if not released_ok:
-            flags = dict.fromkeys(names, withheld)
-        if findings and key in findings:
-            for name in names:
-                flags[name] = [*flags.get(name, ()), "differencing"]
-        if flags:
-            fired = {rule for fired in flags.values() for rule in fired}
-            for rule in fired:
-                summary[rule] += 1
-        raw_rows.append(raw_row)
-        safe_rows.append(safe_row)
-        flag_rows.append(flags)
-    if seen != len(by_key):
+    keys = list(product(*grid.domains)) if grid.keys else [()]
+    found = [by_key.get(key) for key in keys]
+    pop = [cell for cell in found if cell is not None]
+    if len(pop) != len(by_key):
         outside = [key for key in by_key if not _in_grid(key, grid)]
         raise ValueError(f"cells outside the grid: {outside[:5]!r}")
+
+    if pop:
+        persons, ckeys, ckey2s = map(list, zip(*map(itemgetter("n_persons", "ckey", "ckey2"), pop)))
+    else:
+        persons, ckeys, ckey2s = [], [], []
+
+    def freq(values):
+        return [v + lookup[v if v <= top_row else top_row][k] for v, k in zip(values, ckeys)]
+
+    drawn: dict[int, list[float]] = {}
+
+    def multipliers(part):             # cellkey.multiplier, a column at a time, once per part
+        if part not in drawn:
+            if "mixes" not in drawn:
+                drawn["mixes"] = list(map(cellkey.mix, ckey2s))
+            shift, scale = 21 * part, 2 * cellkey.U21
+            us = [((z >> shift) & 0x1FFFFF) * scale for z in drawn["mixes"]]
+            drawn[part] = [-(a + spread * u) if u < 1.0 else a + spread * (u - 1.0) for u in us]
+        return drawn[part]
+
+    def magnitude_rows(values):        # a row count over many rows per person
+        if "rows" not in drawn:
+            drawn["rows"] = [m * r for m, r in zip(multipliers(ROWS), map(itemgetter("rows_max"), pop))]
+        return [r if r > 0 else 0 for r in [round(v + noise) for v, noise in zip(values, drawn["rows"])]]
+
+    released_persons = freq(persons)
+    ok = [r >= threshold for r in released_persons]
+    measures = {i: _Measure(i, pop, one, freq, multipliers, magnitude_rows, threshold, params)
+                for i in sorted({s.measure for s in stats if s.measure is not None})}
+    raw_cols, safe_cols = [], []
+    for stat in stats:
+        if stat.kind == "count_persons":
+            raw, safe = persons, released_persons
+        elif stat.kind == "count_rows":
+            raw = list(map(itemgetter("n_rows"), pop))
+            safe = freq(raw) if one else magnitude_rows(raw)
+        else:
+            raw, safe = measures[stat.measure].columns(stat.kind)
+        raw_cols.append(raw)
+        safe_cols.append([v if keep else None for v, keep in zip(safe, ok)])
+
+    flagged: dict[int, dict] = {}          # populated cell j -> its flags, when any fired
+    for stat in stats:
+        if stat.measure is not None:
+            fired = measures[stat.measure].flags
+            for j in [j for j, rules in enumerate(fired) if rules and ok[j]]:
+                flagged.setdefault(j, {})[stat.name] = fired[j]
+    summary = dict.fromkeys(RULES, 0)
+    for flags in flagged.values():
+        for rule in {rule for rules in flags.values() for rule in rules}:
+            summary[rule] += 1
+    withheld = dict.fromkeys(names, THRESHOLD)
+    empty_raw = tuple(0 if s.kind in ("count_persons", "count_rows") else None for s in stats) + (0,)
+    empty_safe = (None,) * len(stats)
+    raw_next, safe_next = zip(*raw_cols, persons).__next__, zip(*safe_cols).__next__
+    raw_rows = [key + raw_next() if cell is not None else key + empty_raw for key, cell in zip(keys, found)]
+    safe_rows = [key + safe_next() if cell is not None else key + empty_safe for key, cell in zip(keys, found)]
+    flag_next = iter([flagged.get(j) or {} if keep else withheld.copy() for j, keep in enumerate(ok)]).__next__
+    flag_rows = [flag_next() if cell is not None else withheld.copy() for cell in found]
+    summary["threshold"] += len(keys) - len(pop) + ok.count(False)
+    if findings := {tuple(key) for key in findings}:
+        for row, key in enumerate(keys):
+            if key in findings:
+                flags = flag_rows[row]
+                flag_rows[row] = {name: (*flags.get(name, ()), "differencing") for name in names}
+                summary["differencing"] += 1
     status = ("review" if any(summary[rule] for rule in REVIEW_RULES)
               else "suppressed" if summary["threshold"] else "pass")
     return Disclosure([*grid.keys, *names], raw_rows, safe_rows, flag_rows,
@@ -294,47 +275,78 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
                        "settings": params.settings() | {"one_row_per_person": one}})
 
 
-def _parts(e, one, ckey, ckey2, cell, freq, mult, threshold):
-    """(count, sum, sumsq) of one measure, perturbed; None when its contributors are withheld."""
-    n, total, sumsq, top1, _, sqtop1, persons = e
-    if one:
-        count = freq(n, ckey)
-        if count < threshold:
-            return None
-    else:
-        if persons is not None and freq(persons, ckey) < threshold:
-            return None
-        count = round(n + mult(ckey2, ROWS) * cell["rows_max"])
-        count = count if count > 0 else 0
-    total = total or 0.0
-    noise = mult(ckey2, SUM) * abs(top1 or 0.0)
-    released_sum = total - noise if total < 0 else total + noise
-    released_sumsq = (sumsq or 0.0) + mult(ckey2, SUMSQ) * abs(sqtop1 or 0.0)
-    return count, released_sum, released_sumsq
+THRESHOLD = ("threshold",)
 
 
-def _statistic(kind, n, total, sumsq):
-    if kind == "sum":
-        return total
-    if kind == "avg":
-        return cellkey.avg(total, n)
-    if kind == "variance":
-        return cellkey.variance(total, sumsq, n)
-    return cellkey.stddev(total, sumsq, n)
+class _Measure:
+    """One measure's exact and perturbed parts over the populated cells, computed once however many
+    statistics use them. `flags[j]`: the rules that fire on its statistics in cell j."""
+
+    def __init__(self, i, pop, one, freq, multipliers, magnitude_rows, threshold, params):
+        fields = [f"m{i}_{name}" for name in ("n", "sum", "sumsq", "top1", "top2", "sqtop1")]
+        columns = list(zip(*map(itemgetter(*fields), pop))) if pop else [()] * 6
+        self.n, self.sum, self.sumsq, top1, top2, self.sqtop1 = columns
+        self.multipliers = multipliers
+        if one:
+            self.count = freq(self.n)
+            counted = [r >= threshold for r in self.count]
+        else:
+            self.count = magnitude_rows(self.n)
+            persons_field = f"m{i}_persons"
+            contributors = [c.get(persons_field) for c in pop]
+            if any(p is not None for p in contributors):
+                released = freq([p or 0 for p in contributors])
+                counted = [p is None or r >= threshold for p, r in zip(contributors, released)]
+            else:
+                counted = [True] * len(pop)
+        self.counted = counted
+        self.released_sum = [(x - m * abs(t or 0.0) if x < 0 else x + m * abs(t or 0.0))
+                             for x, m, t in zip([x or 0.0 for x in self.sum], multipliers(SUM), top1)]
+        self.flags = _dominance(self.sum, top1, top2, params)
+        if not all(counted):
+            self.flags = [rules if keep else THRESHOLD for rules, keep in zip(self.flags, counted)]
+        self._variance = None
+
+    def variances(self):
+        """(exact, released) sample variances: cellkey.variance, a column at a time."""
+        if self._variance is None:
+            sumsq = [(q or 0.0) + m * abs(t or 0.0)
+                     for q, m, t in zip(self.sumsq, self.multipliers(SUMSQ), self.sqtop1)]
+            self._variance = tuple(
+                [max(0.0, (q - x * x / n) / (n - 1)) if n is not None and n > 1 and x is not None and q is not None
+                 else None for x, q, n in zip(xs, qs, ns)]
+                for xs, qs, ns in ((self.sum, self.sumsq, self.n), (self.released_sum, sumsq, self.count)))
+        return self._variance
+
+    def columns(self, kind):
+        """(exact, released) columns of one statistic of this measure (cellkey.avg, variance,
+        stddev, a column at a time)."""
+        if kind == "sum":
+            raw, safe = self.sum, self.released_sum
+        elif kind == "avg":
+            raw, safe = ([x / n if x is not None and n else None for x, n in zip(xs, ns)]
+                         for xs, ns in ((self.sum, self.n), (self.released_sum, self.count)))
+        elif kind == "variance":
+            raw, safe = self.variances()
+        else:
+            raw, safe = ([None if v is None else sqrt(v) for v in vs] for vs in self.variances())
+        return raw, [v if keep else None for v, keep in zip(safe, self.counted)]
 
 
-def _dominance(total, top1, top2, nk_n, nk_k, p) -> tuple[str, ...]:
-    if total is None:
-        return ()
-    total, top1, top2 = abs(float(total)), abs(float(top1 or 0)), abs(float(top2 or 0))
-    if total == 0:
-        return ()
-    fired = ()
-    if (top1 + top2 if nk_n == 2 else top1) / total >= nk_k:
-        fired = ("nk_dominance",)
-    if top1 and (total - top1 - top2) / top1 < p:
-        fired = (*fired, "p_percent")
-    return fired
+_FIRED = ((), ("nk_dominance",), ("p_percent",), ("nk_dominance", "p_percent"))
+
+
+def _dominance(sums, top1, top2, params) -> list[tuple[str, ...]]:
+    """Per cell, the dominance rules that fire on exact values: (n,k) when the top n persons hold
+    at least k of |sum|, p% when (|sum| − top1 − top2) / top1 < p. A cell without a value, or whose
+    contributions are all zero, fires neither."""
+    k, p, two = params.nk_k, params.p_percent, params.nk_n == 2
+    totals = [abs(x) if x else 0.0 for x in sums]
+    t1s = [abs(t) if t else 0.0 for t in top1]
+    t2s = [abs(t) if t else 0.0 for t in top2]
+    return [_FIRED[(total > 0 and (t1 + t2 if two else t1) / total >= k)      # as ACRO divides
+                   + 2 * (total > 0 and t1 > 0 and (total - t1 - t2) / t1 < p)]
+            for total, t1, t2 in zip(totals, t1s, t2s)]
 
 
 def _in_grid(key, grid) -> bool:

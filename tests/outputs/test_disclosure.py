@@ -63,22 +63,22 @@ def test_a_worked_grid_one_row_per_person():
     assert out.columns == ["region", "n", "visits", "cost", "mean_cost", "sd_cost", "var_cost"]
     assert [row[0] for row in out.safe] == ["E", "N", "S", "W"]   # the full grid, in domain order
     e, n, s, w = out.safe
-    assert e == ["E"] + [None] * 6                                  # empty: withheld
-    assert s == ["S"] + [None] * 6                                  # exact 9, perturbed to 0
+    assert e == ("E",) + (None,) * 6                                  # empty: withheld
+    assert s == ("S",) + (None,) * 6                                  # exact 9, perturbed to 0
     assert w[1] >= 10 and w[1] == w[2]                              # exact 9, released
     # N: 20 persons, ckey 93 -> perturbation 0 on the large row; magnitudes from ckey2 = 7
     count = perturb_frequency(20, 93, TABLE)
     total = 2100 + multiplier(7, SUM) * 200
     sumsq = sum(v * v for v in values) + multiplier(7, SUMSQ) * 200 ** 2
-    assert n[1:3] == [count, count]
+    assert n[1:3] == (count, count)
     assert n[3] == pytest.approx(total) and n[4] == pytest.approx(total / count)
     variance = max(0.0, (sumsq - total * total / count) / (count - 1))
     assert n[6] == pytest.approx(variance) and n[5] == pytest.approx(math.sqrt(variance))
-    assert out.raw[1] == ["N", 20, 20, 2100, 105, pytest.approx(59.16, abs=0.01),
-                          pytest.approx(3500.0), 20]                   # exact, + contributors
-    assert out.raw[0] == ["E", 0, 0, None, None, None, None, 0]
+    assert list(out.raw[1]) == ["N", 20, 20, 2100, 105, pytest.approx(59.16, abs=0.01),
+                                pytest.approx(3500.0), 20]                   # exact, + contributors
+    assert out.raw[0] == ("E", 0, 0, None, None, None, None, 0)
     assert out.flags[0] == out.flags[2] == dict.fromkeys(["n", "visits", "cost", "mean_cost", "sd_cost",
-                                                          "var_cost"], ["threshold"])
+                                                          "var_cost"], ("threshold",))
     assert out.flags[1] == {} and out.flags[3] == {}
     assert out.sdc["status"] == "suppressed"
     assert out.sdc["summary"] == {"threshold": 2, "nk_dominance": 0, "p_percent": 0, "differencing": 0}
@@ -111,19 +111,19 @@ def test_a_measure_with_too_few_non_null_persons_is_withheld_on_its_perturbed_co
     withheld = next(k for k in range(256) if perturb_frequency(3, k, TABLE) == 0
                     and perturb_frequency(20, k, TABLE) >= 10)
     out = apply_disclosure(grid, [make_cell(("N",), values, ckey=withheld)])
-    assert out.safe[0][1] is not None and out.safe[0][3:] == [None] * 4
-    assert out.flags[0] == {name: ["threshold"] for name in ("cost", "mean_cost", "sd_cost", "var_cost")}
+    assert out.safe[0][1] is not None and out.safe[0][3:] == (None,) * 4
+    assert out.flags[0] == {name: ("threshold",) for name in ("cost", "mean_cost", "sd_cost", "var_cost")}
     # with many rows per person it takes the engine's m0_persons
     cell = make_cell(("N",), values, ckey=withheld) | {"m0_persons": 3}
     out = apply_disclosure(Grid(("region",), (("N",),), STATS), [cell])
-    assert out.safe[0][3:] == [None] * 4 and out.safe[0][1] is not None
+    assert out.safe[0][3:] == (None,) * 4 and out.safe[0][1] is not None
 
 
 def test_dominance_flags_on_exact_values_but_withholds_nothing():
     values = one_row([1000.0] + [1.0] * 19)                         # (n,k) and p% both fire
     out = apply_disclosure(REGION, [make_cell(("N",), values, ckey=3, ckey2=4)])
     assert all(v is not None for v in out.safe[1][1:])
-    assert out.flags[1] == {name: ["nk_dominance", "p_percent"]
+    assert out.flags[1] == {name: ("nk_dominance", "p_percent")
                             for name in ("cost", "mean_cost", "sd_cost", "var_cost")}
     assert out.sdc["status"] == "review"
     assert out.sdc["summary"]["nk_dominance"] == out.sdc["summary"]["p_percent"] == 1
@@ -134,16 +134,16 @@ def test_dominance_flags_on_exact_values_but_withholds_nothing():
 def test_differencing_findings_flag_every_statistic_of_their_cells():
     cells = [make_cell(("N",), one_row([5.0] * 30), ckey=1, ckey2=2)]
     out = apply_disclosure(REGION, cells, findings=[("N",), ("W",)])
-    assert out.flags[1] == {name: ["differencing"] for name in
+    assert out.flags[1] == {name: ("differencing",) for name in
                             ("n", "visits", "cost", "mean_cost", "sd_cost", "var_cost")}
-    assert out.flags[3]["n"] == ["threshold", "differencing"]
+    assert out.flags[3]["n"] == ("threshold", "differencing")
     assert out.sdc["status"] == "review" and out.sdc["summary"]["differencing"] == 2
 
 
 def test_status_pass_when_nothing_fires_and_settings_record_every_parameter():
     grid = Grid((), (), STATS[:1])
     out = apply_disclosure(grid, [make_cell((), one_row([1.0] * 40), ckey=5)])
-    assert out.sdc["status"] == "pass" and out.safe == [[perturb_frequency(40, 5, TABLE)]]
+    assert out.sdc["status"] == "pass" and out.safe == [(perturb_frequency(40, 5, TABLE),)]
     assert out.sdc["settings"] == {"threshold": 10, "ckm_d": 3, "ckm_v": 2, "magnitude_a": 0.5,
                                    "magnitude_b": 2.5, "nk_n": 2, "nk_k": 0.9, "p_percent": 0.1,
                                    "ptable": "ptable_D3_V2_T10.csv",
@@ -228,8 +228,8 @@ def test_nothing_is_released_for_a_cell_whose_perturbed_count_is_under_the_thres
         assert released is None or released >= threshold            # never 1 … threshold − 1
         perturbed = perturb_frequency(specs[k][0], specs[k][3], table) if k < len(specs) else 0
         if perturbed < threshold:
-            assert row[1:] == [None] * len(STATS)
-            assert set(map(tuple, flags.values())) == {("threshold",)}
+            assert row[1:] == (None,) * len(STATS)
+            assert set(flags.values()) == {("threshold",)}
         else:
             assert released == perturbed
             assert row[2] is not None and row[3] is not None
