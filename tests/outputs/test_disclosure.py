@@ -184,6 +184,10 @@ def test_parameters_from_settings_and_only_ever_stricter():
         DisclosureParams(magnitude_a=0)
 
 
+def test_the_project_settings_give_the_documented_defaults(settings):
+    assert DisclosureParams.from_settings(settings) == DisclosureParams()
+
+
 def test_a_stricter_threshold_builds_its_own_table():
     params = DisclosureParams(threshold=20)
     out = apply_disclosure(Grid((), (), STATS[:1]), [make_cell((), one_row([1.0] * 15), ckey=255)], params)
