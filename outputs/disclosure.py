@@ -229,6 +229,7 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
 
     released_persons = freq(persons)
     ok = [r >= threshold for r in released_persons]
+    all_ok = all(ok)
     measures = {i: _Measure(i, pop, one, freq, multipliers, magnitude_rows, threshold, params)
                 for i in sorted({s.measure for s in stats if s.measure is not None})}
     raw_cols, safe_cols = [], []
@@ -241,7 +242,7 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
         else:
             raw, safe = measures[stat.measure].columns(stat.kind)
         raw_cols.append(raw)
-        safe_cols.append([v if keep else None for v, keep in zip(safe, ok)])
+        safe_cols.append(safe if all_ok else [v if keep else None for v, keep in zip(safe, ok)])
 
     flagged: dict[int, dict] = {}          # populated cell j -> its flags, when any fired
     for stat in stats:
@@ -299,11 +300,11 @@ class _Measure:
                 counted = [p is None or r >= threshold for p, r in zip(contributors, released)]
             else:
                 counted = [True] * len(pop)
-        self.counted = counted
+        self.counted, self.all_counted = counted, all(counted)
         self.released_sum = [(x - m * abs(t or 0.0) if x < 0 else x + m * abs(t or 0.0))
                              for x, m, t in zip([x or 0.0 for x in self.sum], multipliers(SUM), top1)]
         self.flags = _dominance(self.sum, top1, top2, params)
-        if not all(counted):
+        if not self.all_counted:
             self.flags = [rules if keep else THRESHOLD for rules, keep in zip(self.flags, counted)]
         self._variance = None
 
@@ -312,9 +313,9 @@ class _Measure:
         if self._variance is None:
             sumsq = [(q or 0.0) + m * abs(t or 0.0)
                      for q, m, t in zip(self.sumsq, self.multipliers(SUMSQ), self.sqtop1)]
+            # n > 1 implies a sum and a sum of squares: the engine gives None only where m_n is 0
             self._variance = tuple(
-                [max(0.0, (q - x * x / n) / (n - 1)) if n is not None and n > 1 and x is not None and q is not None
-                 else None for x, q, n in zip(xs, qs, ns)]
+                [max(0.0, (q - x * x / n) / (n - 1)) if n > 1 else None for x, q, n in zip(xs, qs, ns)]
                 for xs, qs, ns in ((self.sum, self.sumsq, self.n), (self.released_sum, sumsq, self.count)))
         return self._variance
 
@@ -324,12 +325,14 @@ class _Measure:
         if kind == "sum":
             raw, safe = self.sum, self.released_sum
         elif kind == "avg":
-            raw, safe = ([x / n if x is not None and n else None for x, n in zip(xs, ns)]
+            raw, safe = ([x / n if n > 0 else None for x, n in zip(xs, ns)]
                          for xs, ns in ((self.sum, self.n), (self.released_sum, self.count)))
         elif kind == "variance":
             raw, safe = self.variances()
         else:
             raw, safe = ([None if v is None else sqrt(v) for v in vs] for vs in self.variances())
+        if self.all_counted:
+            return raw, safe
         return raw, [v if keep else None for v, keep in zip(safe, self.counted)]
 
 
