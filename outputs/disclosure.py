@@ -211,7 +211,7 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
     def freq(values):
         return [v + lookup[v if v <= top_row else top_row][k] for v, k in zip(values, ckeys)]
 
-    drawn: dict[int, list[float]] = {}
+    drawn: dict[object, list] = {}     # per part: multipliers; "mixes", "rows": shared columns
 
     def multipliers(part):             # cellkey.multiplier, a column at a time, once per part
         if part not in drawn:
