@@ -20,8 +20,7 @@ would be the row's exact value. With one row per person a row key is a person ke
 `top` is the cell's largest per-person |contribution| and m a multiplier drawn deterministically
 from ckey2 (`multiplier`): ckey2 is mixed once (splitmix64) and each part being perturbed (rows,
 sum, sum of squares) reads its own 21 bits of the mix as a uniform u in [0, 1) (independent draws),
-then a random sign and
-|m| uniform in [a, b]. For a sum the noise takes the sign of the total (m × top × sign(total)):
+then a random sign and |m| uniform in [a, b]. For a sum the noise takes the sign of the total (m × top × sign(total)):
 m is symmetric, so this changes nothing about its distribution, but `sum(x)` and `sum(0 - x)`
 of the same cell are released as exact opposites instead of two draws whose difference is 2 × the
 exact sum.
@@ -44,7 +43,8 @@ person's rows) agrees with the sign of the true difference in at most 73% of pai
   removed, 67.8% when the largest is, 51.5% for a random row (docs/sdc-v2.md).
 * The lower bound a keeps the noise from ever being negligible: a dominant person (r → 0, the
   (n,k) case) shows through only when m_A > −1, i.e. with probability 0.5 + 0.5·P(|m| < 1) =
-  62.5%. With a = 0 that would rise towards 100% × P(|m| small).
+  62.5%. With a = 0 (|m| uniform in [0, 2.5]) it would be 70%, and a multiplier near 0 would
+  leave the dominant contribution nearly unmasked.
 * The price: the noise is on average 1.5 × the largest contribution (at most 2.5 ×). For a cell of
   100 similar persons that is a few percent of the total; for a dominated cell it is the size of
   the dominant contribution, which is the point.
