@@ -204,12 +204,12 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
         raise ValueError(f"cells outside the grid: {outside[:5]!r}")
 
     if pop:
-        persons, ckeys, ckey2s = map(list, zip(*map(itemgetter("n_persons", "ckey", "ckey2"), pop)))
+        persons, ckeys, ckey2s = map(list, zip(*map(itemgetter("n_persons", "ckey", "ckey2"), pop), strict=False))
     else:
         persons, ckeys, ckey2s = [], [], []
 
     def freq(values):
-        return [v + lookup[v if v <= top_row else top_row][k] for v, k in zip(values, ckeys)]
+        return [v + lookup[v if v <= top_row else top_row][k] for v, k in zip(values, ckeys, strict=False)]
 
     drawn: dict[object, list] = {}     # per part: multipliers; "mixes", "rows": shared columns
 
@@ -224,8 +224,8 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
 
     def magnitude_rows(values):        # a row count over many rows per person
         if "rows" not in drawn:
-            drawn["rows"] = [m * r for m, r in zip(multipliers(ROWS), map(itemgetter("rows_max"), pop))]
-        return [r if r > 0 else 0 for r in [round(v + noise) for v, noise in zip(values, drawn["rows"])]]
+            drawn["rows"] = [m * r for m, r in zip(multipliers(ROWS), map(itemgetter("rows_max"), pop), strict=False)]
+        return [r if r > 0 else 0 for r in [round(v + noise) for v, noise in zip(values, drawn["rows"], strict=False)]]
 
     released_persons = freq(persons)
     ok = [r >= threshold for r in released_persons]
@@ -242,7 +242,7 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
         else:
             raw, safe = measures[stat.measure].columns(stat.kind)
         raw_cols.append(raw)
-        safe_cols.append(safe if all_ok else [v if keep else None for v, keep in zip(safe, ok)])
+        safe_cols.append(safe if all_ok else [v if keep else None for v, keep in zip(safe, ok, strict=False)])
 
     flagged: dict[int, dict] = {}          # populated cell j -> its flags, when any fired
     for stat in stats:
@@ -257,9 +257,9 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
     withheld = dict.fromkeys(names, THRESHOLD)
     empty_raw = tuple(0 if s.kind in ("count_persons", "count_rows") else None for s in stats) + (0,)
     empty_safe = (None,) * len(stats)
-    raw_next, safe_next = zip(*raw_cols, persons).__next__, zip(*safe_cols).__next__
-    raw_rows = [key + raw_next() if cell is not None else key + empty_raw for key, cell in zip(keys, found)]
-    safe_rows = [key + safe_next() if cell is not None else key + empty_safe for key, cell in zip(keys, found)]
+    raw_next, safe_next = zip(*raw_cols, persons, strict=False).__next__, zip(*safe_cols, strict=False).__next__
+    raw_rows = [key + raw_next() if cell is not None else key + empty_raw for key, cell in zip(keys, found, strict=False)]
+    safe_rows = [key + safe_next() if cell is not None else key + empty_safe for key, cell in zip(keys, found, strict=False)]
     flag_next = iter([flagged.get(j) or {} if keep else withheld.copy() for j, keep in enumerate(ok)]).__next__
     flag_rows = [flag_next() if cell is not None else withheld.copy() for cell in found]
     summary["threshold"] += len(keys) - len(pop) + ok.count(False)
@@ -285,7 +285,7 @@ class _Measure:
 
     def __init__(self, i, pop, one, freq, multipliers, magnitude_rows, threshold, params):
         fields = [f"m{i}_{name}" for name in ("n", "sum", "sumsq", "top1", "top2", "sqtop1")]
-        columns = list(zip(*map(itemgetter(*fields), pop))) if pop else [()] * 6
+        columns = list(zip(*map(itemgetter(*fields), pop), strict=False)) if pop else [()] * 6
         self.n, self.sum, self.sumsq, top1, top2, self.sqtop1 = columns
         self.multipliers = multipliers
         if one:
@@ -297,25 +297,25 @@ class _Measure:
             contributors = [c.get(persons_field) for c in pop]
             if any(p is not None for p in contributors):
                 released = freq([p or 0 for p in contributors])
-                counted = [p is None or r >= threshold for p, r in zip(contributors, released)]
+                counted = [p is None or r >= threshold for p, r in zip(contributors, released, strict=False)]
             else:
                 counted = [True] * len(pop)
         self.counted, self.all_counted = counted, all(counted)
         self.released_sum = [(x - m * abs(t or 0.0) if x < 0 else x + m * abs(t or 0.0))
-                             for x, m, t in zip([x or 0.0 for x in self.sum], multipliers(SUM), top1)]
+                             for x, m, t in zip([x or 0.0 for x in self.sum], multipliers(SUM), top1, strict=False)]
         self.flags = _dominance(self.sum, top1, top2, params)
         if not self.all_counted:
-            self.flags = [rules if keep else THRESHOLD for rules, keep in zip(self.flags, counted)]
+            self.flags = [rules if keep else THRESHOLD for rules, keep in zip(self.flags, counted, strict=False)]
         self._variance = None
 
     def variances(self):
         """(exact, released) sample variances: cellkey.variance, a column at a time."""
         if self._variance is None:
             sumsq = [(q or 0.0) + m * abs(t or 0.0)
-                     for q, m, t in zip(self.sumsq, self.multipliers(SUMSQ), self.sqtop1)]
+                     for q, m, t in zip(self.sumsq, self.multipliers(SUMSQ), self.sqtop1, strict=False)]
             # n > 1 implies a sum and a sum of squares: the engine gives None only where m_n is 0
             self._variance = tuple(
-                [max(0.0, (q - x * x / n) / (n - 1)) if n > 1 else None for x, q, n in zip(xs, qs, ns)]
+                [max(0.0, (q - x * x / n) / (n - 1)) if n > 1 else None for x, q, n in zip(xs, qs, ns, strict=False)]
                 for xs, qs, ns in ((self.sum, self.sumsq, self.n), (self.released_sum, sumsq, self.count)))
         return self._variance
 
@@ -325,7 +325,7 @@ class _Measure:
         if kind == "sum":
             raw, safe = self.sum, self.released_sum
         elif kind == "avg":
-            raw, safe = ([x / n if n > 0 else None for x, n in zip(xs, ns)]
+            raw, safe = ([x / n if n > 0 else None for x, n in zip(xs, ns, strict=False)]
                          for xs, ns in ((self.sum, self.n), (self.released_sum, self.count)))
         elif kind == "variance":
             raw, safe = self.variances()
@@ -333,7 +333,7 @@ class _Measure:
             raw, safe = ([None if v is None else sqrt(v) for v in vs] for vs in self.variances())
         if self.all_counted:
             return raw, safe
-        return raw, [v if keep else None for v, keep in zip(safe, self.counted)]
+        return raw, [v if keep else None for v, keep in zip(safe, self.counted, strict=False)]
 
 
 _FIRED = ((), ("nk_dominance",), ("p_percent",), ("nk_dominance", "p_percent"))
@@ -349,11 +349,11 @@ def _dominance(sums, top1, top2, params) -> list[tuple[str, ...]]:
     t2s = [abs(t) if t else 0.0 for t in top2]
     return [_FIRED[(total > 0 and (t1 + t2 if two else t1) / total >= k)      # as ACRO divides
                    + 2 * (total > 0 and t1 > 0 and (total - t1 - t2) / t1 < p)]
-            for total, t1, t2 in zip(totals, t1s, t2s)]
+            for total, t1, t2 in zip(totals, t1s, t2s, strict=False)]
 
 
 def _in_grid(key, grid) -> bool:
-    return len(key) == len(grid.domains) and all(v in d for v, d in zip(key, grid.domains))
+    return len(key) == len(grid.domains) and all(v in d for v, d in zip(key, grid.domains, strict=False))
 
 
 def perturb_dataset_count(count: int, ckey: int, params: DisclosureParams = DisclosureParams()) -> int:

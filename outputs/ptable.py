@@ -140,7 +140,7 @@ def build(D: int = 3, V: float = 2, threshold: int = 10) -> PTable:
         variance = None if i < threshold else V      # small rows: mean 0 only (see the docstring)
         p = maximum_entropy(support, variance)
         keys = _quantise(support, p, V if variance else None)
-        rows.append(tuple(e for e in zip(support, p, keys) if e[1] > 0 or e[2] > 0))
+        rows.append(tuple(e for e in zip(support, p, keys, strict=False) if e[1] > 0 or e[2] > 0))
     rows_t = tuple(rows)
     return PTable(D, V, threshold, rows_t, _lookup(rows_t))
 
@@ -163,15 +163,15 @@ def maximum_entropy(v: list[int], variance: float | None) -> list[float]:
     if min(v) >= 0 or max(v) <= 0:      # mean 0 only by staying put
         return [1.0 if x == 0 else 0.0 for x in v]
     p = _family(v, _newton_mean(v, 0.0), 0.0)
-    if variance is None or sum(pi * x * x for pi, x in zip(p, v)) <= variance:
+    if variance is None or sum(pi * x * x for pi, x in zip(p, v, strict=False)) <= variance:
         return p
     a, b = 0.0, 0.0
     for _ in range(200):
         p = _family(v, a, b)
-        m1 = sum(pi * x for pi, x in zip(p, v))
-        m2 = sum(pi * x * x for pi, x in zip(p, v))
-        m3 = sum(pi * x ** 3 for pi, x in zip(p, v))
-        m4 = sum(pi * x ** 4 for pi, x in zip(p, v))
+        m1 = sum(pi * x for pi, x in zip(p, v, strict=False))
+        m2 = sum(pi * x * x for pi, x in zip(p, v, strict=False))
+        m3 = sum(pi * x ** 3 for pi, x in zip(p, v, strict=False))
+        m4 = sum(pi * x ** 4 for pi, x in zip(p, v, strict=False))
         g1, g2 = m1, m2 - variance                           # gradient of the dual
         h11, h12, h22 = m2 - m1 * m1, m3 - m1 * m2, m4 - m2 * m2   # its Hessian (a covariance)
         if abs(g1) < 1e-14 and abs(g2) < 1e-13:
@@ -209,8 +209,8 @@ def _newton_mean(v, target):
     a = 0.0
     for _ in range(200):
         p = _family(v, a, 0.0)
-        m1 = sum(pi * x for pi, x in zip(p, v))
-        m2 = sum(pi * x * x for pi, x in zip(p, v))
+        m1 = sum(pi * x for pi, x in zip(p, v, strict=False))
+        m2 = sum(pi * x * x for pi, x in zip(p, v, strict=False))
         if abs(m1 - target) < 1e-14:
             return a
         step = (m1 - target) / (m2 - m1 * m1)
@@ -227,9 +227,9 @@ def _quantise(v: list[int], p: list[float], variance: float | None) -> list[int]
         n[k] += 1
 
     def cost(n):
-        mean = sum(c * x for c, x in zip(n, v))
-        spread = abs(sum(c * x * x for c, x in zip(n, v)) - KEYS * variance) if variance else 0.0
-        return (abs(mean), spread, sum((c - t) ** 2 for c, t in zip(n, target)))
+        mean = sum(c * x for c, x in zip(n, v, strict=False))
+        spread = abs(sum(c * x * x for c, x in zip(n, v, strict=False)) - KEYS * variance) if variance else 0.0
+        return (abs(mean), spread, sum((c - t) ** 2 for c, t in zip(n, target, strict=False)))
 
     best = cost(n)
     while True:

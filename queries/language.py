@@ -1382,7 +1382,7 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
         src = src.join(exp.alias_(exp.to_table(tables[source.dataset]), alias, table=True, quoted=True), on=on,
                        join_type="LEFT" if source.join == "left" else "INNER", copy=False)
     key_names = [f"k{i}" for i in range(len(plan.keys))]
-    for name, key in zip(key_names, plan.keys):
+    for name, key in zip(key_names, plan.keys, strict=False):
         src = src.select(exp.alias_(_key_sql(plan, alias_map, key), name, quoted=True), copy=False)
     measures: dict[str, str] = {}  # measure SQL -> value column
     exact_values: set[str] = set()

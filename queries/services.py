@@ -17,6 +17,7 @@ import pyarrow as pa
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from access.decision import check_access, require_access
 from audit import transitions
@@ -96,9 +97,7 @@ def query_submit(*, project, actor, sql, title: str = "", request=None) -> Query
 def enqueue(query_id: int) -> bool:
     """Hand the query to the broker. If the broker is down the query stays queued (never lost):
     the sweeper sends it again once the broker is back."""
-    from kombu.exceptions import OperationalError as BrokerError
-
-    from .tasks import run_query_task
+    from .tasks import run_query_task  # noqa: PLC0415 — services ↔ tasks of one app (the task calls run_query)
 
     try:
         run_query_task.apply_async(args=[query_id], retry=False)
@@ -258,7 +257,7 @@ def _execute(query: Query, sandbox, max_groups: int) -> tuple[list[str], list, b
     engine_ms = (time.monotonic() - started) * 1000
     columns = [name for name in table.column_names if name != PERSON_KEYS]
     values = [[_from_arrow(v) for v in table.column(name).to_pylist()] for name in columns]
-    rows = [list(r) for r in zip(*values)] if values else []
+    rows = [list(r) for r in zip(*values, strict=False)] if values else []
     n_keys = sum(1 for c in query.column_plan if c["kind"] == "key")
     persons = table.column(PERSON_KEYS).combine_chunks()
     offsets = persons.offsets.to_pylist()

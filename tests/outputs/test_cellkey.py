@@ -71,7 +71,7 @@ def test_uniforms_of_different_parts_are_unrelated():
         assert abs(sum(column) / len(column) - 0.5) < 0.03
     xs, ys = [d[0] for d in draws], [d[1] for d in draws]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / len(xs)
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / len(xs)
     assert abs(cov / (1 / 12)) < 0.1
 
 

@@ -105,14 +105,14 @@ def test_maximum_entropy_matches_an_independent_solver():
     for row in DEFAULT.rows[11:]:
         v = [x for x, _, _ in row]
         cons = [{"type": "eq", "fun": lambda p: sum(p) - 1},
-                {"type": "eq", "fun": lambda p, v=v: sum(pi * x for pi, x in zip(p, v))},
-                {"type": "ineq", "fun": lambda p, v=v: 2 - sum(pi * x * x for pi, x in zip(p, v))}]
+                {"type": "eq", "fun": lambda p, v=v: sum(pi * x for pi, x in zip(p, v, strict=False))},
+                {"type": "ineq", "fun": lambda p, v=v: 2 - sum(pi * x * x for pi, x in zip(p, v, strict=False))}]
         result = scipy_optimize.minimize(lambda p: sum(pi * math.log(pi) for pi in p),
                                          [1 / len(v)] * len(v), constraints=cons,
                                          bounds=[(1e-12, 1)] * len(v), method="SLSQP",
                                          options={"ftol": 1e-13, "maxiter": 500})
         assert result.success
-        assert all(abs(a - p) < 1e-4 for a, (_, p, _) in zip(result.x, row)), (v, result.x)
+        assert all(abs(a - p) < 1e-4 for a, (_, p, _) in zip(result.x, row, strict=False)), (v, result.x)
 
 
 def test_infeasible_parameters_are_refused():

@@ -101,7 +101,7 @@ def test_the_inline_magnitude_perturbation_is_the_cellkey_one():
         values = one_row([rng.uniform(-50, 500) for _ in range(rng.randint(12, 40))])
         cells.append(make_cell((k,), values, ckey=rng.randrange(256), ckey2=rng.randrange(2**32)))
     out = apply_disclosure(Grid(("k",), (tuple(range(50)),), STATS[2:3]), cells)
-    for cell, row in zip(cells, out.safe):
+    for cell, row in zip(cells, out.safe, strict=False):
         assert row[1] == perturb_magnitude(cell["m0_sum"], cell["m0_top1"], cell["ckey2"], SUM)
 
 
@@ -227,7 +227,7 @@ def test_nothing_is_released_for_a_cell_whose_perturbed_count_is_under_the_thres
              for k, (persons, rows, value, ckey, ckey2) in enumerate(specs)]
     grid = Grid(("k",), (tuple(range(len(specs) + 2)),), STATS, one_row_per_person=one)
     out = apply_disclosure(grid, cells, params)
-    for row, flags in zip(out.safe, out.flags):
+    for row, flags in zip(out.safe, out.flags, strict=False):
         k, released = row[0], row[1]
         assert released is None or released >= threshold            # never 1 … threshold − 1
         perturbed = perturb_frequency(specs[k][0], specs[k][3], table) if k < len(specs) else 0

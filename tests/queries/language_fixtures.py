@@ -7,8 +7,8 @@ import datetime as dt
 import math
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import duckdb
 
@@ -132,7 +132,7 @@ def run(con, sql: str) -> dict:
     names = [d[0] for d in cursor.description]
     out = {}
     for row in cursor.fetchall():
-        record = dict(zip(names, row))
+        record = dict(zip(names, row, strict=False))
         keys = tuple(record[n] for n in names if n.startswith("k") and n[1:].isdigit())
         assert keys not in out
         out[keys] = record
