@@ -1,8 +1,10 @@
 import pytest
 
-from tests.attacks.harness import Environment, environment
+from tests.attacks import harness
+from tests.attacks.harness import Environment
 
 
 @pytest.fixture(scope="session")
 def env() -> Environment:
-    return environment()
+    yield harness.environment()
+    harness.close()

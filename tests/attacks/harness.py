@@ -13,7 +13,9 @@ HMAC-SHA256(SECRET, person_id) (``outputs.cellkey.record_keys``, as the store de
 The persons are split into ``REPLICAS`` independent sub-populations by the category ``replica``
 (0…REPLICAS−1). Each replica holds one **target**: the only person of the replica born in April 1961,
 living in the north, female (the attacker's background knowledge, ``TARGET_SQL``). The hidden attribute
-is the target's diagnosis: ``diabetes`` in even replicas, ``asthma`` in odd ones (``Population.target``).
+is the target's diagnosis: ``diabetes`` in even replicas, ``asthma`` in odd ones (``target_diagnosis``);
+a second one is whether the target had a visit in December 2024 (``target_visited``: two replicas in
+three; nobody else has an event in that month).
 Grouping an attack by ``replica`` runs it against ``REPLICAS`` targets at once — each cell of a replica
 has its own contributors, hence its own cell keys — so success rates over many targets cost one query.
 Every other person's diagnosis is drawn at random (``diabetes`` with probability ½); ``score`` is a
@@ -85,13 +87,19 @@ GP_EVENTS = Dictionary("gp_events", (
 
 DICTIONARIES = {"patients": PATIENTS, "gp_events": GP_EVENTS}
 TABLES = {"patients": "patients", "gp_events": "gp_events"}
-# the target's one event in December 2024 (no other person of its replica has an event that month)
+# the target's event in December 2024 where target_visited (no other person has an event that month)
 TARGET_EVENT_MONTH = D(2024, 12, 1)
 TARGET_EVENT_COST = 4_321
 
 
 def target_diagnosis(replica: int) -> str:
     return "diabetes" if replica % 2 == 0 else "asthma"
+
+
+def target_visited(replica: int) -> bool:
+    """The second hidden attribute: whether the target had a visit in December 2024 (the only event of
+    that month in the replica, costing TARGET_EVENT_COST)."""
+    return replica % 3 != 0
 
 
 @dataclass
@@ -140,7 +148,7 @@ def make_population(seed: int = 2026) -> Population:
                     "person_id": pid, "code": rng.choice(("C10", "E11", "J45", "other")),
                     "event_date": D(2015, 1, 1) + dt.timedelta(days=rng.randrange(365 * 10 - 31)),
                     "value": round(rng.lognormvariate(4, 0.6), 1), "cost": rng.randint(20, 2_000)})
-            if i == 0:
+            if i == 0 and target_visited(replica):
                 events.append({"person_id": pid, "code": "E11", "event_date": D(2024, 12, 15), "value": 80.0,
                                "cost": TARGET_EVENT_COST})
     return Population(patients, events, keys, target)
@@ -283,6 +291,14 @@ def environment() -> Environment:
     if _ENV is None:
         _ENV = Environment(make_population())
     return _ENV
+
+
+def close() -> None:
+    """Close the shared environment's connection (at the end of the session)."""
+    global _ENV
+    if _ENV is not None:
+        _ENV.con.close()
+        _ENV = None
 
 
 def by_replica(released: Released, column: str, **fixed) -> dict[int, object]:
