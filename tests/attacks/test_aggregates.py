@@ -152,7 +152,7 @@ def test_syntactic_variants_of_one_sum_cannot_be_averaged(env):
     "sum(weight * 0 + 1) is accepted, and it is a count of the cell's non-null rows released by the "
     "magnitude method (noise m × 1 from the cell's second key), independent of count(*)'s p-table noise "
     "(first key). Averaging the two released counts of each padded pair halves the averaging attack's "
-    "cost: measured over the corpus's 25 diabetic targets × 80 padding sets, 11 pairs reach 90% instead "
+    "cost: measured once over the corpus's 25 diabetic targets × 80 padding sets, 11 pairs reach 90% instead "
     "of 21. The interval bounds the validator already computes (lo == hi) identify such constant "
     "expressions; refusing them (aggregate_constant) closes it."))
 def test_constant_expression_with_a_column_counts_with_a_second_noise():

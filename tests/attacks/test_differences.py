@@ -301,7 +301,7 @@ def test_binary_search_for_the_threshold_window(env):
 
 # --- averaging ------------------------------------------------------------------------------------
 
-PADS = 80
+PADS = 64
 BANDS = [f"(score >= {100 * b} AND score < {100 * b + 100})" for b in range(10)]
 
 
@@ -358,8 +358,8 @@ def pairs_needed(differences: dict[int, list[int]], level: float, rng: random.Ra
 def test_averaging_many_differently_padded_pairs(pairs):
     """The averaging attack DESIGN §6 admits: each padded pair's released difference is 1 + noise (target
     in) or exactly 0 (target out); averaging n pairs whose contributors all differ removes the noise. Measured
-    at the default parameters (D = 3, V = 2), over 25 diabetic targets × 80 padding sets, campaigns drawn
-    400 times per target: **21 pairs** make the mean exceed ½ in 90% of campaigns (11 for 80%, 31 for 95%;
+    at the default parameters (D = 3, V = 2), over 25 diabetic targets × 64 padding sets, campaigns drawn
+    400 times per target: **21 pairs** make the mean exceed ½ in 90% of campaigns (11 for 80%, 33 for 95%;
     asserted 15–35 and 6–20; the disclosure core's simulation with independent keys gave 29). The targets
     without diabetes give exactly 0 in every pair."""
     assert all(d == 0 for r, ds in pairs.items() if not DIABETIC[r] for d in ds)

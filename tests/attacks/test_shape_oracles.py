@@ -183,7 +183,7 @@ def edge_queries(draw):
 
 
 @given(sql=edge_queries())
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_accepted_queries_never_raise_on_edge_data(sql):
     """A hypothesis sweep over literals at the domain edges and data beyond them (±2⁶², ±1e300, NULL,
     dates outside their range): every query the language accepts runs and is released without an error —
