@@ -154,7 +154,9 @@ def test_syntactic_variants_of_one_sum_cannot_be_averaged(env):
     "(first key). Averaging the two released counts of each padded pair halves the averaging attack's "
     "cost: measured once over the corpus's 25 diabetic targets × 80 padding sets, 11 pairs reach 90% instead "
     "of 21. The interval bounds the validator already computes (lo == hi) identify such constant "
-    "expressions; refusing them (aggregate_constant) closes it."))
+    "expressions; refusing them (aggregate_constant) closes this form — not the same second count read "
+    "from sum(weight + c) − sum(weight) (test_differences.py::"
+    "test_second_count_from_two_sums_halves_the_averaging_cost)."))
 def test_constant_expression_with_a_column_counts_with_a_second_noise():
     """sum(weight * 0 + 1) — a constant that mentions a column — hoping for a second, independent noisy
     count of every cell (count(*) is perturbed by the p-table, this by the magnitude method). Should be
