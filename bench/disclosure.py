@@ -1,6 +1,6 @@
 """Time disclosure control v2 on big grids: `.venv/bin/python bench/disclosure.py` (not a test).
 
-Target (docs/sdc-v2.md): apply_disclosure on a grid of 100,000 cells in at most 1 s. Prints the best
+Target (docs/sdc.md): apply_disclosure on a grid of 100,000 cells in at most 1 s. Prints the best
 of 3 runs in CPU time (time.process_time) and wall time: on a shared machine the wall time mostly
 measures the other processes. For scale it also times version 1's apply_sdc (outputs/sdc.py, whose
 bench/sdc.py target was the same 1 s for 100,000 groups) in the same conditions. Then the §6
