@@ -129,9 +129,10 @@ def test_every_endpoint_is_in_the_matrix():
     from django.urls import get_resolver
 
     from access import urls as access_urls
+    from organisations import urls as organisation_urls
     from projects import urls as project_urls
 
-    names = {p.name for p in project_urls.urlpatterns + access_urls.urlpatterns}
+    names = {p.name for p in project_urls.urlpatterns + access_urls.urlpatterns + organisation_urls.urlpatterns}
     covered = {"organisations", "organisation-detail", "projects", "project-detail", "project-members",
                "project-member", "project-submit", "project-reviews", "project-suspend", "project-reinstate",
                "project-close", "agreements", "agreement-detail", "agreement-activate", "agreement-revoke",
