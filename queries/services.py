@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a query whose worker died twice is failed, not retried forever
 HEARTBEAT_SECONDS = 1.0
-HEARTBEAT_STALE = timedelta(seconds=30)  # a running attempt silent this long is dead
+HEARTBEAT_STALE = timedelta(seconds=settings.TRE_HEARTBEAT_STALE_SECONDS)  # a running attempt silent this long is dead
 ENQUEUE_GRACE = timedelta(seconds=10)  # a queued query the broker never took is re-sent after this
 
 # What the researcher is told; the engine's own text goes to logs and checkers only.
