@@ -296,6 +296,7 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
                 columns, rows, person_sets = _execute(query, sandbox, settings.TRE_MAX_RESULT_CELLS)
             finally:
                 watchdog.stop()
+                _drop_dead_connection()  # before the sandbox releases its leases
     except _TooManyGroups as exc:
         code, detail = "too_many_groups", f"{exc}; TRE_MAX_RESULT_CELLS={settings.TRE_MAX_RESULT_CELLS}"
     except duckdb.InterruptException as exc:
@@ -313,7 +314,19 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
             code, detail = "store_error", str(exc)
             log.error("query %s: result not stored: %s", query.pk, exc)
     close_old_connections()
+    _drop_dead_connection()
     return _complete(query, code=code, detail=detail, groups=len(rows), total_ms=(time.monotonic() - t0) * 1000)
+
+
+def _drop_dead_connection() -> None:
+    """The engine may have run across a database restart. Check the connection before writing the
+    outcome: Django's health check does not run inside ``atomic`` (a dead connection there fails
+    the task, whose retry re-runs the engine); closed here, the next query simply reconnects."""
+    try:
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+    except DatabaseError:
+        connection.close()
 
 
 def _complete(query: Query, *, code: str, detail: str, groups: int, total_ms: float) -> Query:

@@ -201,7 +201,7 @@ def test_postgres_restarted_during_a_run_completes_the_query_once(transactional_
     assert Output.objects.filter(query_id=submitted["id"]).count() == 1
     assert read_result(submitted["id"]) == (["pairs", "n_persons"], [[HEAVY_ROWS * HEAVY_ROWS, 1]])
     assert verify_chain().valid
-    measured("PostgreSQL gone for 4 s during a run -> completed (from its return)", took)
+    measured(f"PostgreSQL gone for 4 s during a run -> completed (from its return; {actions})", took)
 
 
 # --- beat restarted --------------------------------------------------------------------------------
