@@ -224,7 +224,7 @@ TRE_QUERY_TIME_LIMIT = env.int("TRE_QUERY_TIME_LIMIT", default=150)
 # TRE_SWEEP_INTERVAL seconds. TRE_BEAT_INTERVAL > 0 runs *every* periodic task at that interval
 # (tests and trials only: it also shortens the hourly and daily jobs).
 TRE_HEARTBEAT_STALE_SECONDS = env.int("TRE_HEARTBEAT_STALE_SECONDS", default=30)
-TRE_SWEEP_INTERVAL = env.int("TRE_SWEEP_INTERVAL", default=30)
+TRE_SWEEP_INTERVAL = env.int("TRE_SWEEP_INTERVAL", default=15)
 TRE_BEAT_INTERVAL = env.float("TRE_BEAT_INTERVAL", default=0)
 # The Redis transport redelivers a message that a worker took but never acknowledged (it died)
 # after this many seconds. Tasks acknowledge late (when they finish), so it must be longer than the
