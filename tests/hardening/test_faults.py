@@ -217,7 +217,7 @@ def test_beat_restarted_resumes_the_sweepers_and_recovers_what_died_meanwhile(tr
         sc.wait_query(submitted["id"], statuses=("running",), timeout=30)
         kill_worker(deployment.w)  # ... and, while it is down, so does the worker running a query
         deployment.w = deployment.worker()
-        time.sleep(STALE_SECONDS + 2 * SWEEP_INTERVAL)  # a sweep would have re-sent it by now
+        time.sleep(STALE_SECONDS + SWEEP_INTERVAL + 1)  # a sweep would have re-sent it by now
         query = Query.objects.get(pk=submitted["id"])
         assert (query.status, query.attempts) == ("running", 1)  # only beat's sweeper recovers it
         deployment.b = deployment.beat()  # the same schedule file as before the kill
