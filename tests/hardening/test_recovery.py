@@ -181,7 +181,7 @@ def test_a_worker_killed_during_a_load_leaves_the_version_loaded_once(deployed, 
     assert Dataset.objects.get(pk=ds["id"]).current_version_id == version_id
     assert actions("dataset", ds["id"]) == ["dataset.created", "dataset.version_uploaded", "dataset.version_requeued",
                                             "dataset.version_ready"]
-    assert not TaskHeartbeat.objects.exists()
+    wait_for(lambda: not TaskHeartbeat.objects.exists(), timeout=10, message="the attempt's heartbeat to go")  # just after its commit
     assert verify_chain().valid
     measured("worker SIGKILL during a load -> ready", took)
 
@@ -212,7 +212,7 @@ def test_a_worker_killed_during_an_erasure_leaves_the_person_erased_once(deploye
     assert AuditEvent.objects.filter(action="optout.erasure_requeued").count() == 1
     assert actions("dataset", ds["id"])[-1:] == ["dataset.erased"]
     assert AuditEvent.objects.filter(action="dataset.erased").count() == 1
-    assert not TaskHeartbeat.objects.exists()
+    wait_for(lambda: not TaskHeartbeat.objects.exists(), timeout=10, message="the attempt's heartbeat to go")  # just after its commit
     from environment.sandbox import open_sandbox
 
     with open_sandbox([ds["id"]]) as sandbox:
