@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a query whose worker died twice is failed, not retried forever
 HEARTBEAT_SECONDS = 1.0
-HEARTBEAT_STALE = timedelta(seconds=30)  # a running attempt silent this long is dead
+HEARTBEAT_STALE = timedelta(seconds=settings.TRE_HEARTBEAT_STALE_SECONDS)  # a running attempt silent this long is dead
 ENQUEUE_GRACE = timedelta(seconds=10)  # a queued query the broker never took is re-sent after this
 
 # What the researcher is told; the engine's own text goes to logs and checkers only.
@@ -295,6 +295,7 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
                 columns, rows, person_sets = _execute(query, sandbox, settings.TRE_MAX_RESULT_CELLS)
             finally:
                 watchdog.stop()
+                _drop_dead_connection()  # before the sandbox releases its leases
     except _TooManyGroups as exc:
         code, detail = "too_many_groups", f"{exc}; TRE_MAX_RESULT_CELLS={settings.TRE_MAX_RESULT_CELLS}"
     except duckdb.InterruptException as exc:
@@ -312,7 +313,19 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
             code, detail = "store_error", str(exc)
             log.error("query %s: result not stored: %s", query.pk, exc)
     close_old_connections()
+    _drop_dead_connection()
     return _complete(query, code=code, detail=detail, groups=len(rows), total_ms=(time.monotonic() - t0) * 1000)
+
+
+def _drop_dead_connection() -> None:
+    """The engine may have run across a database restart. Check the connection before writing the
+    outcome: Django's health check does not run inside ``atomic`` (a dead connection there fails
+    the task, whose retry re-runs the engine); closed here, the next query simply reconnects."""
+    try:
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+    except DatabaseError:
+        connection.close()
 
 
 def _complete(query: Query, *, code: str, detail: str, groups: int, total_ms: float) -> Query:

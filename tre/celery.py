@@ -41,4 +41,18 @@ def _collect_beat_schedule(sender, **kwargs):
             logging.getLogger(__name__).exception("beat schedule of %s not loaded", label)
             continue
         schedule.update(getattr(module, "BEAT_SCHEDULE", {}))
-    sender.conf.beat_schedule = schedule
+    sender.conf.beat_schedule = with_interval(schedule, float(getattr(settings, "TRE_BEAT_INTERVAL", 0) or 0))
+
+
+def with_interval(schedule: dict, interval: float) -> dict:
+    """``schedule`` with every entry due each ``interval`` seconds (``TRE_BEAT_INTERVAL``: tests and
+    trials); unchanged when ``interval`` is 0. An entry's ``expires`` is kept within the interval."""
+    if interval <= 0:
+        return schedule
+    shortened = {}
+    for name, entry in schedule.items():
+        options = dict(entry.get("options", {}))
+        if "expires" in options:
+            options["expires"] = min(float(options["expires"]), interval)
+        shortened[name] = {**entry, "schedule": interval, "options": options}
+    return shortened

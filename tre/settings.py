@@ -219,6 +219,19 @@ TRE_INGEST_THREADS = env.int("TRE_INGEST_THREADS", default=2)
 TRE_INGEST_TIME_LIMIT = env.int("TRE_INGEST_TIME_LIMIT", default=3600)
 TRE_QUERY_SOFT_TIME_LIMIT = env.int("TRE_QUERY_SOFT_TIME_LIMIT", default=120)
 TRE_QUERY_TIME_LIMIT = env.int("TRE_QUERY_TIME_LIMIT", default=150)
+# Recovery (docs/operations.md, "What recovers, how fast"): a running query, load or erasure whose
+# heartbeat is older than TRE_HEARTBEAT_STALE_SECONDS is dead; the sweepers look every
+# TRE_SWEEP_INTERVAL seconds. TRE_BEAT_INTERVAL > 0 runs *every* periodic task at that interval
+# (tests and trials only: it also shortens the hourly and daily jobs).
+TRE_HEARTBEAT_STALE_SECONDS = env.int("TRE_HEARTBEAT_STALE_SECONDS", default=30)
+TRE_SWEEP_INTERVAL = env.int("TRE_SWEEP_INTERVAL", default=15)
+TRE_BEAT_INTERVAL = env.float("TRE_BEAT_INTERVAL", default=0)
+# The Redis transport redelivers a message that a worker took but never acknowledged (it died)
+# after this many seconds. Tasks acknowledge late (when they finish), so it must be longer than the
+# longest task's hard time limit (a load: TRE_INGEST_TIME_LIMIT + 60), or a task still running
+# would be delivered to a second worker. What dies sooner is found by its stopped heartbeat.
+TRE_BROKER_VISIBILITY_TIMEOUT = env.int("TRE_BROKER_VISIBILITY_TIMEOUT", default=TRE_INGEST_TIME_LIMIT + 60 + 540)
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = TRE_BROKER_VISIBILITY_TIMEOUT
 TRE_SDC_THRESHOLD = env.int("TRE_SDC_THRESHOLD", default=10)
 TRE_SDC_ROUNDING_BASE = env.int("TRE_SDC_ROUNDING_BASE", default=5)
 TRE_SDC_NK_N = env.int("TRE_SDC_NK_N", default=2)

@@ -62,7 +62,7 @@ def ledger_finds(env, *sqls: str, projects=None) -> list[list[dict]]:
     """The ledger's findings for each output in turn (outputs released in order, by project)."""
     ledger = Ledger(env)
     projects = projects or ["p1"] * len(sqls)
-    return [ledger.record(project, sql) for project, sql in zip(projects, sqls)]
+    return [ledger.record(project, sql) for project, sql in zip(projects, sqls, strict=False)]
 
 
 def one_person_findings(findings: list[dict]) -> set:
@@ -473,5 +473,5 @@ def test_second_count_from_two_sums_halves_the_averaging_cost(padded):
     another noisy count of the cell. With it, a campaign of padded pairs should still need as many pairs as
     count(*) alone does (asserted: at least 15 for 90%)."""
     counts, seconds = padded
-    both = {r: [(c + k) / 2 for c, k in zip(counts[r], seconds[r])] for r in counts}
+    both = {r: [(c + k) / 2 for c, k in zip(counts[r], seconds[r], strict=False)] for r in counts}
     assert pairs_needed(both, 0.9, random.Random(3)) >= 15
