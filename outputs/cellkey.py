@@ -29,6 +29,13 @@ Why m is drawn per cell and part and not per measure: a draw that changed with t
 position or text would let a researcher ask `sum(x)` ten times in one query and average ten
 independent noises away. The same contributors and the same part always give the same m.
 
+**The floor.** The noise scale is max(top, floor) where floor is a data-independent fraction of the
+measure's declared bound (outputs/disclosure.py: `magnitude_floor` × max(|lo|, |hi|) of the measure
+expression per row). Without it a cell whose contributions are all 0 is released as exactly 0, and
+`sum(children) WHERE children = 0 OR (<target> AND <attribute>)` tells the attribute in one query.
+The floor keeps the direction property: for A = B + x with x ≤ F both scales are F and agreement is
+P(x/F + m_A − m_B > 0) ≤ the r = 1 case below; for x > F, r = max(t_B, F)/x is still in [0, 1].
+
 **Parameters** (`MagnitudeParams`, defaults a = 0.5, b = 2.5), chosen for the property of DESIGN.md
 §6 — the sign of the released difference of two cells that differ by one person (or by one of a
 person's rows) agrees with the sign of the true difference in at most 73% of pairs (ε = 1):
@@ -135,9 +142,9 @@ def multiplier(ckey2: int, part: int, params: MagnitudeParams = MagnitudeParams(
 
 
 def perturb_magnitude(total: float, top: float, ckey2: int, part: int = SUM,
-                      params: MagnitudeParams = MagnitudeParams()) -> float:
-    """total + m × |top|, the noise oriented by the sign of the total (see the module docstring)."""
-    noise = multiplier(ckey2, part, params) * abs(top)
+                      params: MagnitudeParams = MagnitudeParams(), floor: float = 0.0) -> float:
+    """total + m × max(|top|, floor), the noise oriented by the sign of the total (module docstring)."""
+    noise = multiplier(ckey2, part, params) * max(abs(top), floor)
     return total - noise if total < 0 else total + noise
 
 

@@ -57,7 +57,7 @@ def grid():
              cell(("South", "F"), 7, 2_500.0, 600.0, 500.0, 250, 99),
              cell(("South", "M"), 45, 61_000.0, 56_000.0, 300.0, 31, 4000000000)]
     out = apply_disclosure(g, cells)
-    for raw, safe, flags in zip(out.raw, out.safe, out.flags):
+    for raw, safe, flags in zip(out.raw, out.safe, out.flags, strict=False):
         print(raw, "->", tuple(round(v, 2) if isinstance(v, float) else v for v in safe), flags)
     print(out.sdc["status"], out.sdc["summary"])
     print("settings", out.sdc["settings"])

@@ -214,7 +214,7 @@ class Environment:
         keys = [n for n in names if n[0] == "k" and n[1:].isdigit()]
         out = []
         for row in cursor.fetchall():
-            record = dict(zip(names, row))
+            record = dict(zip(names, row, strict=False))
             record["key"] = tuple(record[k] for k in keys)
             out.append(record)
         return out
@@ -224,13 +224,13 @@ class Environment:
         """validate → contributions_sql → apply_disclosure, as the product runs a query."""
         plan, statement = self.statement(sql, optouts)
         grid = Grid(tuple(k.name for k in plan.keys), tuple(k.domain for k in plan.keys),
-                    tuple(DStatistic(s.name, s.kind, i if s.measure is not None else None)
+                    tuple(DStatistic(s.name, s.kind, i if s.measure is not None else None, s.bounds)
                           for i, s in enumerate(plan.statistics)), plan.one_row_per_person)
         out = apply_disclosure(grid, self.cells(statement), params, findings)
         n = len(plan.keys)
-        safe = {row[:n]: dict(zip(out.columns, row)) for row in out.safe}
-        raw = {row[:n]: dict(zip([*out.columns, "contributors"], row)) for row in out.raw}
-        flags = {row[:n]: f for row, f in zip(out.safe, out.flags)}
+        safe = {row[:n]: dict(zip(out.columns, row, strict=False)) for row in out.safe}
+        raw = {row[:n]: dict(zip([*out.columns, "contributors"], row, strict=False)) for row in out.raw}
+        flags = {row[:n]: f for row, f in zip(out.safe, out.flags, strict=False)}
         return Released(plan, out.columns, safe, raw, flags, out.sdc)
 
     def contributors(self, sql: str, optouts: Iterable[str] = ()) -> dict[tuple, frozenset]:
@@ -307,7 +307,7 @@ def by_replica(released: Released, column: str, **fixed) -> dict[int, object]:
     names = [k.name for k in released.plan.keys]
     out = {}
     for key, row in released.safe.items():
-        labels = dict(zip(names, key))
+        labels = dict(zip(names, key, strict=False))
         if all(labels[k] == v for k, v in fixed.items()):
             out[labels["replica"]] = row[column]
     return out
