@@ -21,7 +21,7 @@ would be the row's exact value. With one row per person a row key is a person ke
 from ckey2 (`multiplier`): ckey2 is mixed once (splitmix64) and each part being perturbed (rows,
 sum, sum of squares) reads its own 21 bits of the mix as a uniform u in [0, 1) (independent draws),
 then a random sign and |m| uniform in [a, b]. For a sum the noise takes the sign of the total (m × top × sign(total)):
-m is symmetric, so this changes nothing about its distribution, but `sum(x)` and `sum(0 - x)`
+m is symmetric, so this changes nothing about its distribution, but `sum(x)` and `sum(-x)`
 of the same cell are released as exact opposites instead of two draws whose difference is 2 × the
 exact sum.
 

@@ -25,7 +25,7 @@ whether every dataset of the query has one row per person.
     m{i}_sqtop1 largest per-person sum of squares
     m{i}_persons (optional) distinct persons with a non-null value (see "threshold" below)
 
-Statistics (`Statistic(name, kind, measure)`):
+Statistics (`Statistic(name, kind, measure, bounds)`; bounds: the measure's per-row (lo, hi) from the Plan):
 
     count_persons  n_persons, frequency method (p-table, ckey)
     count_rows     n_rows: frequency method when one row per person, else magnitude method with

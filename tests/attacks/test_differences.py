@@ -47,7 +47,9 @@ EQUALITY_LEAK = (
     "and differently in most cases when it is (measured: 85% of pairs differ; 5 pairs tell all 50 "
     "targets' diagnoses). The perturbation alone cannot bound this; DESIGN §6 relies on the differencing ledger (a cell "
     "within 1…threshold−1 persons of a released one, or equal with another filter) and on checkers to refuse "
-    "it. Until the ledger exists in the product, this attack succeeds."
+    "it; the noise cannot, because 'the same contributors always get the same perturbation' (DESIGN §6, what "
+    "makes repeats useless) is exactly what makes the absent-target pair equal. Until the ledger exists in "
+    "the product, this attack succeeds."
 )
 
 

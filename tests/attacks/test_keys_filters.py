@@ -14,8 +14,11 @@ SINGLETON_LEAK = (
     "in it, while a cell that holds nobody is always withheld. An attacker who can describe the target "
     "uniquely (birth month, region, sex) reads any attribute of an exposed target from which cell of a "
     "fixed grid is released. The threshold on the perturbed count cannot help (it is that count that is "
-    "released); closing this needs the ledger/checkers, a p-table whose row 1 never releases, or "
-    "suppressing cells whose exact count is tiny (an exact-value decision DESIGN §6 forbids)."
+    "released), and it follows from the contract: an unbiased p-table (mean noise 0 in every row) with no "
+    "released value in 1…threshold−1 must release a one-person cell as ≥ 10 with probability ≈ 1/10.5. "
+    "Only a biased table or withholding cells whose exact count is tiny (an exact-value decision DESIGN §6 "
+    "forbids: the version-1 oracle) would close it; the controls are the checkers (a released cell's exact "
+    "contributors are in their raw view), the differencing ledger and the DP tier."
 )
 
 
