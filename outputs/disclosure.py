@@ -151,7 +151,9 @@ class Statistic:
 
     @property
     def bound(self) -> float:
-        """max(|lo|, |hi|) of the measure per row (0 when unknown): the floor's data-independent scale."""
+        """max(|lo|, |hi|) of the measure per row: the floor's data-independent scale. Without bounds it is
+        0 and a sum has no floor (an all-zero cell is released as exactly 0): the product must pass the
+        Plan's `Statistic.bounds` for every measure statistic, as tests/attacks/harness.py does."""
         return 0.0 if self.bounds is None else max(abs(float(self.bounds[0])), abs(float(self.bounds[1])))
 
     def __post_init__(self):
