@@ -21,13 +21,20 @@ would be the row's exact value. With one row per person a row key is a person ke
 from ckey2 (`multiplier`): ckey2 is mixed once (splitmix64) and each part being perturbed (rows,
 sum, sum of squares) reads its own 21 bits of the mix as a uniform u in [0, 1) (independent draws),
 then a random sign and |m| uniform in [a, b]. For a sum the noise takes the sign of the total (m × top × sign(total)):
-m is symmetric, so this changes nothing about its distribution, but `sum(x)` and `sum(0 - x)`
+m is symmetric, so this changes nothing about its distribution, but `sum(x)` and `sum(-x)`
 of the same cell are released as exact opposites instead of two draws whose difference is 2 × the
 exact sum.
 
 Why m is drawn per cell and part and not per measure: a draw that changed with the measure's
 position or text would let a researcher ask `sum(x)` ten times in one query and average ten
 independent noises away. The same contributors and the same part always give the same m.
+
+**The floor.** The noise scale is max(top, floor) where floor is a data-independent fraction of the
+measure's declared bound (outputs/disclosure.py: `magnitude_floor` × max(|lo|, |hi|) of the measure
+expression per row). Without it a cell whose contributions are all 0 is released as exactly 0, and
+`sum(children) WHERE children = 0 OR (<target> AND <attribute>)` tells the attribute in one query.
+The floor keeps the direction property: for A = B + x with x ≤ F both scales are F and agreement is
+P(x/F + m_A − m_B > 0) ≤ the r = 1 case below; for x > F, r = max(t_B, F)/x is still in [0, 1].
 
 **Parameters** (`MagnitudeParams`, defaults a = 0.5, b = 2.5), chosen for the property of DESIGN.md
 §6 — the sign of the released difference of two cells that differ by one person (or by one of a
@@ -135,9 +142,9 @@ def multiplier(ckey2: int, part: int, params: MagnitudeParams = MagnitudeParams(
 
 
 def perturb_magnitude(total: float, top: float, ckey2: int, part: int = SUM,
-                      params: MagnitudeParams = MagnitudeParams()) -> float:
-    """total + m × |top|, the noise oriented by the sign of the total (see the module docstring)."""
-    noise = multiplier(ckey2, part, params) * abs(top)
+                      params: MagnitudeParams = MagnitudeParams(), floor: float = 0.0) -> float:
+    """total + m × max(|top|, floor), the noise oriented by the sign of the total (module docstring)."""
+    noise = multiplier(ckey2, part, params) * max(abs(top), floor)
     return total - noise if total < 0 else total + noise
 
 

@@ -25,12 +25,14 @@ whether every dataset of the query has one row per person.
     m{i}_sqtop1 largest per-person sum of squares
     m{i}_persons (optional) distinct persons with a non-null value (see "threshold" below)
 
-Statistics (`Statistic(name, kind, measure)`):
+Statistics (`Statistic(name, kind, measure, bounds)`; bounds: the measure's per-row (lo, hi) from the Plan):
 
     count_persons  n_persons, frequency method (p-table, ckey)
     count_rows     n_rows: frequency method when one row per person, else magnitude method with
                    top = rows_max (a sum of per-person row counts), rounded, at least 0
-    sum            m_sum + m × top1 (magnitude method, ckey2)
+    sum            m_sum + m × max(top1, floor) (magnitude method, ckey2); floor = magnitude_floor ×
+                   the statistic's bound, max(|lo|, |hi|) of its measure per row (`Statistic.bounds`,
+                   from the query's Plan): data-independent, so an all-zero cell gets noise too
     avg            perturbed sum ÷ perturbed count of non-null rows (m_n, perturbed as count_rows)
     variance       sample variance from the perturbed sum, sum of squares (top = sqtop1) and
     stddev         count; a negative variance is released as 0; n ≤ 1 is withheld
@@ -61,7 +63,7 @@ on which nothing fired is absent) and
               "pass"        no rule fired
     summary   rule → number of grid cells (rows) on which it fired for any statistic
     settings  every parameter in force (threshold, p-table D, V and its file, the magnitude
-              multipliers a and b, nk n and k, p) — recorded with the output and its release
+              multipliers a and b and the floor, nk n and k, p) — recorded with the output and its release
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ CONTRIBUTORS = "contributors"
 
 # How DisclosureParams.stricter merges each field: the stricter of the two values wins.
 _STRICTER = {"threshold": max, "ckm_d": max, "ckm_v": max, "magnitude_a": max, "magnitude_b": max,
-             "nk_n": max, "nk_k": min, "p_percent": max}
+             "magnitude_floor": max, "nk_n": max, "nk_k": min, "p_percent": max}
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class DisclosureParams:
     ckm_v: float = 2            # TRE_CKM_V: variance of the frequency perturbation
     magnitude_a: float = 0.5    # TRE_CKM_MAGNITUDE_A: smallest |multiplier| of the largest contribution
     magnitude_b: float = 2.5    # TRE_CKM_MAGNITUDE_B: largest |multiplier|
+    magnitude_floor: float = 0.1  # TRE_CKM_MAGNITUDE_FLOOR: the noise scale is at least this × the measure's bound
     nk_n: int = 2               # TRE_SDC_NK_N
     nk_k: float = 0.9           # TRE_SDC_NK_K
     p_percent: float = 0.1      # TRE_SDC_P_PERCENT
@@ -102,6 +105,8 @@ class DisclosureParams:
             raise ValueError("the threshold and D must be at least 1 and V positive")
         if self.nk_n not in (1, 2):
             raise ValueError("nk_n must be 1 or 2: the engine provides the top two persons only")
+        if not 0 <= self.magnitude_floor <= 1:
+            raise ValueError("magnitude_floor must be in [0, 1]")
         if not 0 < self.nk_k <= 1 or self.p_percent < 0:
             raise ValueError("nk_k must be in (0, 1] and p_percent at least 0")
         MagnitudeParams(self.magnitude_a, self.magnitude_b)
@@ -112,6 +117,7 @@ class DisclosureParams:
         ones keep their defaults."""
         names = {"threshold": "TRE_SDC_THRESHOLD", "ckm_d": "TRE_CKM_D", "ckm_v": "TRE_CKM_V",
                  "magnitude_a": "TRE_CKM_MAGNITUDE_A", "magnitude_b": "TRE_CKM_MAGNITUDE_B",
+                 "magnitude_floor": "TRE_CKM_MAGNITUDE_FLOOR",
                  "nk_n": "TRE_SDC_NK_N", "nk_k": "TRE_SDC_NK_K", "p_percent": "TRE_SDC_P_PERCENT"}
         return cls(**{field_: getattr(settings, name) for field_, name in names.items()
                       if hasattr(settings, name)})
@@ -141,6 +147,14 @@ class Statistic:
     name: str
     kind: str
     measure: int | None = None     # index i of the m{i}_* fields; None for counts
+    bounds: tuple[float, float] | None = None   # the measure's per-row (lo, hi): queries.language Plan
+
+    @property
+    def bound(self) -> float:
+        """max(|lo|, |hi|) of the measure per row: the floor's data-independent scale. Without bounds it is
+        0 and a sum has no floor (an all-zero cell is released as exactly 0): the product must pass the
+        Plan's `Statistic.bounds` for every measure statistic, as tests/attacks/harness.py does."""
+        return 0.0 if self.bounds is None else max(abs(float(self.bounds[0])), abs(float(self.bounds[1])))
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -230,8 +244,12 @@ def apply_disclosure(grid: Grid, cells: Iterable[Mapping], params: DisclosurePar
     released_persons = freq(persons)
     ok = [r >= threshold for r in released_persons]
     all_ok = all(ok)
-    measures = {i: _Measure(i, pop, one, freq, multipliers, magnitude_rows, threshold, params)
-                for i in sorted({s.measure for s in stats if s.measure is not None})}
+    bounds: dict[int, float] = {}
+    for s in stats:
+        if s.measure is not None:
+            bounds[s.measure] = max(bounds.get(s.measure, 0.0), s.bound)
+    measures = {i: _Measure(i, pop, one, freq, multipliers, magnitude_rows, threshold, params, bounds[i])
+                for i in sorted(bounds)}
     raw_cols, safe_cols = [], []
     for stat in stats:
         if stat.kind == "count_persons":
@@ -283,7 +301,7 @@ class _Measure:
     """One measure's exact and perturbed parts over the populated cells, computed once however many
     statistics use them. `flags[j]`: the rules that fire on its statistics in cell j."""
 
-    def __init__(self, i, pop, one, freq, multipliers, magnitude_rows, threshold, params):
+    def __init__(self, i, pop, one, freq, multipliers, magnitude_rows, threshold, params, bound=0.0):
         fields = [f"m{i}_{name}" for name in ("n", "sum", "sumsq", "top1", "top2", "sqtop1")]
         columns = list(zip(*map(itemgetter(*fields), pop), strict=False)) if pop else [()] * 6
         self.n, self.sum, self.sumsq, top1, top2, self.sqtop1 = columns
@@ -301,8 +319,13 @@ class _Measure:
             else:
                 counted = [True] * len(pop)
         self.counted, self.all_counted = counted, all(counted)
-        self.released_sum = [(x - m * abs(t or 0.0) if x < 0 else x + m * abs(t or 0.0))
-                             for x, m, t in zip([x or 0.0 for x in self.sum], multipliers(SUM), top1, strict=False)]
+        # the noise scale: the largest contribution, never below the data-independent floor (so a cell
+        # whose contributions are all 0 is not released as exactly 0)
+        floor = params.magnitude_floor * bound
+        self.sqfloor = params.magnitude_floor * bound * bound
+        scales = [max(abs(t or 0.0), floor) for t in top1]
+        self.released_sum = [(x - m * t if x < 0 else x + m * t)
+                             for x, m, t in zip([x or 0.0 for x in self.sum], multipliers(SUM), scales, strict=False)]
         self.flags = _dominance(self.sum, top1, top2, params)
         if not self.all_counted:
             self.flags = [rules if keep else THRESHOLD for rules, keep in zip(self.flags, counted, strict=False)]
@@ -311,7 +334,7 @@ class _Measure:
     def variances(self):
         """(exact, released) sample variances: cellkey.variance, a column at a time."""
         if self._variance is None:
-            sumsq = [(q or 0.0) + m * abs(t or 0.0)
+            sumsq = [(q or 0.0) + m * max(abs(t or 0.0), self.sqfloor)
                      for q, m, t in zip(self.sumsq, self.multipliers(SUMSQ), self.sqtop1, strict=False)]
             # n > 1 implies a sum and a sum of squares: the engine gives None only where m_n is 0
             self._variance = tuple(

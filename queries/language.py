@@ -51,6 +51,7 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 from sqlglot import exp
@@ -63,6 +64,8 @@ from environment.dictionary import PERSON_ID, Column, ColumnType, Dictionary, Gr
 RK, RK2 = "_rk", "_rk2"
 INT_SAFE = 2**31 - 1  # every intermediate of an exact (BIGINT) measure expression stays within this
 MAX_MAGNITUDE = 1e100  # bound of any measure expression (so sums of squares stay finite)
+MIN_FACTOR = 1e-12  # a measure's terms, multiplied out, have coefficients within [1e-12, 1e12] in magnitude
+MAX_TERMS = 64  # a measure expression multiplied out has at most this many terms
 MAX_INTEGER_KEY = 1000
 MAX_DOMAIN = 1_000_000  # a date key with more values is refused before its domain is built  # an integer measure is a key only if its range spans at most this many integers
 
@@ -127,7 +130,12 @@ HINTS = {
     "aggregate_not_allowed": "use count(*), count(DISTINCT person_id), sum, avg, stddev or variance",
     "aggregate_case": "move the condition to WHERE, or make it a key (GROUP BY a CASE band) instead of CASE inside the aggregate",
     "aggregate_distinct": "remove DISTINCT: only count(DISTINCT person_id) is allowed",
-    "aggregate_constant": "aggregate a measure column (count(*) counts rows)",
+    "aggregate_constant": "aggregate a measure column (count(*) counts rows); an expression that is always the "
+                          "same number (x * 0, x - x) is a constant",
+    "measure_offset": "add or subtract only expressions of columns: write sum(x) and add c·count(*) yourself",
+    "measure_scale": "scale a measure by a factor between 1e-12 and 1e12 (write sum(x) and scale the result "
+                     "yourself)",
+    "measure_complex": "write a shorter measure expression (at most 64 terms once multiplied out)",
     "aggregate_column": "aggregate a measure column; group by category and date columns instead",
     "aggregate_filter": "move the condition to WHERE or make it a key",
     "nested_aggregate": "use one aggregate per output column",
@@ -697,6 +705,79 @@ class _Validator:
                      f"{node.sql('postgres')} is not a measure expression", node)
         return None
 
+    def measure_form(self, node: exp.Expression, aggregate: exp.Expression) -> bool:
+        """The shape rules of a measure expression inside an aggregate (after ``measure`` accepted its
+        bounds): a literal may only multiply or divide (by a non-zero number), ``+``/``-`` only join
+        sub-expressions that each read a column, and the expression multiplied out (a polynomial in the
+        columns, date_diff read as the difference of its dates' unit numbers) must not reduce to a
+        constant. A per-row constant in a sum is a second count of the cell with its own noise: sum(x + c)
+        − sum(x) and sum(x * 0 + 1) halved the cost of averaging a one-person difference away."""
+        before = len(self.problems)
+        form = self.polynomial(node)
+        if len(self.problems) > before:
+            return False
+        if form is None or not any(monomial for monomial in form):
+            self.problem("aggregate_constant", f"{aggregate.sql('postgres')}: its measure is the same number on "
+                         "every row", aggregate)
+            return False
+        small = [c for c in form.values() if abs(c) < MIN_FACTOR or abs(c) > 1 / MIN_FACTOR]
+        if small:
+            self.problem("measure_scale", f"{aggregate.sql('postgres')} scales a term by {float(small[0]):g}: in "
+                         "floating point a term so scaled can vanish or swamp the others", aggregate)
+            return False
+        return True
+
+    def polynomial(self, node: exp.Expression) -> dict[tuple, Fraction] | None:
+        """``node`` multiplied out: monomial (sorted tuple of atoms) → exact coefficient; zero terms dropped.
+        Atoms are qualified measure columns and (unit, date column) for date_diff. None after a problem."""
+        if isinstance(node, exp.Paren):
+            return self.polynomial(node.this)
+        if isinstance(node, exp.Column):
+            return {((node.table, node.name),): Fraction(1)}
+        if isinstance(node, exp.Literal):
+            return _drop_zeros({(): Fraction(_number(node))})
+        if isinstance(node, exp.Neg):
+            inner = self.polynomial(node.this)
+            return None if inner is None else {m: -c for m, c in inner.items()}
+        if isinstance(node, exp.Anonymous):                      # date_diff(unit, start, end) = end − start
+            unit, start, end = node.expressions
+            return _drop_zeros({((unit.name.lower(), end.table, end.name),): Fraction(1),
+                                ((unit.name.lower(), start.table, start.name),): Fraction(-1)}
+                               if (start.table, start.name) != (end.table, end.name) else {})
+        left, right = self.polynomial(node.this), self.polynomial(node.expression)
+        if left is None or right is None:
+            return None
+        if isinstance(node, (exp.Add, exp.Sub)):
+            for side, form in ((node.this, left), (node.expression, right)):
+                if all(not m for m in form):
+                    self.problem("measure_offset", f"{node.sql('postgres')} adds or subtracts a constant "
+                                 f"({side.sql('postgres')}): the sum of a constant is a count", side)
+                    return None
+            sign = 1 if isinstance(node, exp.Add) else -1
+            out = dict(left)
+            for m, c in right.items():
+                out[m] = out.get(m, 0) + sign * c
+            return _drop_zeros(out)
+        if isinstance(node, exp.Div):                            # measure() allowed only a non-zero literal
+            return {m: c / right[()] for m, c in left.items()}
+        for side, form in ((node.this, left), (node.expression, right)):
+            if not form:
+                self.problem("aggregate_constant", f"{node.sql('postgres')} multiplies by {side.sql('postgres')}, "
+                             "which is always 0", side)
+                return None
+        if len(left) * len(right) > MAX_TERMS ** 2:
+            self.problem("measure_complex", f"{node.sql('postgres')} has too many terms", node)
+            return None
+        out = {}
+        for (m1, c1), (m2, c2) in itertools.product(left.items(), right.items()):
+            m = tuple(sorted(m1 + m2))
+            out[m] = out.get(m, 0) + c1 * c2
+        out = _drop_zeros(out)
+        if len(out) > MAX_TERMS:
+            self.problem("measure_complex", f"{node.sql('postgres')} has more than {MAX_TERMS} terms", node)
+            return None
+        return out
+
     def date_diff(self, node: exp.Anonymous) -> _Num | None:
         args = node.expressions
         if len(args) != 3 or not (isinstance(args[0], exp.Literal) and args[0].is_string) \
@@ -764,7 +845,7 @@ class _Validator:
         if qualified is None:
             return None
         num = self.measure(qualified, "aggregate")
-        if num is None:
+        if num is None or not self.measure_form(qualified, node):
             return None
         default = f"{kind}_{qualified.name}" if isinstance(qualified, exp.Column) else f"{kind}_{position}"
         return Statistic(name or default, kind, qualified, (num.lo, num.hi), num.exact)
@@ -1100,6 +1181,10 @@ def _func_name(node: exp.Expression) -> str:
         return node.sql_name().lower()
     except Exception:  # noqa: BLE001 - sqlglot raises plain errors for nameless nodes
         return type(node).__name__.lower()
+
+
+def _drop_zeros(form: dict) -> dict:
+    return {m: c for m, c in form.items() if c != 0}
 
 
 def _is_date_literal(node: exp.Expression) -> bool:

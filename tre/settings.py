@@ -243,6 +243,8 @@ TRE_CKM_D = env.int("TRE_CKM_D", default=3)
 TRE_CKM_V = env.float("TRE_CKM_V", default=2.0)
 TRE_CKM_MAGNITUDE_A = env.float("TRE_CKM_MAGNITUDE_A", default=0.5)
 TRE_CKM_MAGNITUDE_B = env.float("TRE_CKM_MAGNITUDE_B", default=2.5)
+# a sum's noise scale is at least this fraction of its measure's declared bound (all-zero cells get noise)
+TRE_CKM_MAGNITUDE_FLOOR = env.float("TRE_CKM_MAGNITUDE_FLOOR", default=0.1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRE_MAX_QUERY_BYTES * 2, 2_621_440)
 

@@ -224,7 +224,7 @@ class Environment:
         """validate → contributions_sql → apply_disclosure, as the product runs a query."""
         plan, statement = self.statement(sql, optouts)
         grid = Grid(tuple(k.name for k in plan.keys), tuple(k.domain for k in plan.keys),
-                    tuple(DStatistic(s.name, s.kind, i if s.measure is not None else None)
+                    tuple(DStatistic(s.name, s.kind, i if s.measure is not None else None, s.bounds)
                           for i, s in enumerate(plan.statistics)), plan.one_row_per_person)
         out = apply_disclosure(grid, self.cells(statement), params, findings)
         n = len(plan.keys)

@@ -14,8 +14,11 @@ SINGLETON_LEAK = (
     "in it, while a cell that holds nobody is always withheld. An attacker who can describe the target "
     "uniquely (birth month, region, sex) reads any attribute of an exposed target from which cell of a "
     "fixed grid is released. The threshold on the perturbed count cannot help (it is that count that is "
-    "released); closing this needs the ledger/checkers, a p-table whose row 1 never releases, or "
-    "suppressing cells whose exact count is tiny (an exact-value decision DESIGN §6 forbids)."
+    "released), and it follows from the contract: an unbiased p-table (mean noise 0 in every row) with no "
+    "released value in 1…threshold−1 must release a one-person cell as ≥ 10 with probability ≈ 1/10.5. "
+    "Only a biased table or withholding cells whose exact count is tiny (an exact-value decision DESIGN §6 "
+    "forbids: the version-1 oracle) would close it; the controls are the checkers (a released cell's exact "
+    "contributors are in their raw view), the differencing ledger and the DP tier."
 )
 
 
@@ -114,16 +117,47 @@ def test_band_binary_search_on_a_measure_of_an_exposed_target(env):
     assert recovered / REPLICAS <= 0.02
 
 
+def test_offset_pair_is_refused():
+    """WHERE <target>: sum(income) and sum(income + 100000). The two share the cell's multiplier, so
+    R1 = I(1 + m) and R2 = (I + c)(1 + m) gave I = c·R1 / (R2 − R1) exactly for every exposed target (measured
+    before the measure rules). A literal may now only scale a measure (measure_offset); scaling by a literal
+    scales the noise with it (sum(2 * income) is released as exactly 2 × sum(income): no information)."""
+    refused(f"SELECT replica, sum(income + 100000) AS s FROM patients WHERE {T} GROUP BY replica", "measure_offset")
+
+
+def solve_income(r1: float, r2: float, floor1: float, floor2: float) -> list[int]:
+    """The integer incomes I in 0…200,000 consistent with R1 = I + m·max(I, F1) and R2 = I² + m·max(I², F2)
+    for one multiplier m with 0.5 ≤ |m| ≤ 2.5 (the published parameters)."""
+    found = []
+    for income in range(200_001):
+        m = (r1 - income) / max(income, floor1)
+        if 0.5 - 1e-9 <= abs(m) <= 2.5 + 1e-9:
+            predicted = income * income + m * max(income * income, floor2)
+            if abs(predicted - r2) <= 1e-6 * max(1.0, abs(r2)):
+                found.append(income)
+    return found
+
+
 @pytest.mark.xfail(strict=True, reason=SINGLETON_LEAK + " Worse: the multiplier of a cell's sums is drawn "
-                   "from its second key alone, so sum(income) and sum(income + c) of one cell share it: "
-                   "released R1 = I(1+m) and R2 = (I+c)(1+m), hence I = c·R1/(R2−R1) exactly.")
-def test_offset_pair_recovers_an_exposed_singleton_exactly(env):
-    """WHERE <target>: sum(income) and, in a second query, sum(income + 100000). The attacker hopes the
-    two released sums carry independent noise; they share the multiplier, so the pair solves for the
-    income. Chance: no target's income recovered to ±1; measured: every exposed target's income exactly."""
+                   "from its second key and part, shared by every sum of the cell (it must be: a multiplier "
+                   "per expression would let sum(x + y/1000) − sum(y/1000), sum(x + y/1001) − sum(y/1001), … "
+                   "average the noise of sum(x) away in one query). So two sums of different expressions of an "
+                   "exposed person's cell are two equations in (value, m): sum(income) and sum(income * income) "
+                   "give R1 = I + m·max(I, F1), R2 = I² + m·max(I², F2) (F the data-independent floors, 0.1 × "
+                   "the bounds), which have one integer solution. The offset form (sum(income + c)) is refused "
+                   "since the measure rules; this one cannot be, it is two ordinary sums. Only a cell that is "
+                   "not released closes it: the ledger (a row-level difference: equal contributors, another "
+                   "measure) and the DP tier.")
+def test_two_sums_recover_an_exposed_singleton_exactly(env):
+    """WHERE <target>: sum(income) and, in a second query, sum(income * income). The attacker hopes the two
+    released sums carry independent noise; they share the multiplier, so the pair solves for the income.
+    Chance: no target's income recovered to ±1; measured: the 3 exposed targets' incomes (6% of 50) exactly,
+    one above both floors and two under the second."""
     first = env.release(f"SELECT replica, sum(income) AS s FROM patients WHERE {T} GROUP BY replica")
-    second = env.release(f"SELECT replica, sum(income + 100000) AS s FROM patients WHERE {T} GROUP BY replica")
+    second = env.release(f"SELECT replica, sum(income * income) AS s FROM patients WHERE {T} GROUP BY replica")
     a, b = by_replica(first, "s"), by_replica(second, "s")
     incomes = {r: env.population.person(pid)["income"] for r, pid in env.population.target.items()}
-    recovered = sum(a[r] is not None and abs(100000 * a[r] / (b[r] - a[r]) - incomes[r]) < 1 for r in range(REPLICAS))
+    floor1, floor2 = 0.1 * 200_000, 0.1 * 200_000 ** 2
+    recovered = sum(a[r] is not None and solve_income(a[r], b[r], floor1, floor2) == [incomes[r]]
+                    for r in range(REPLICAS))
     assert recovered / REPLICAS <= 0.02

@@ -86,7 +86,7 @@ def test_magnitude_noise_scales_with_the_largest_contribution_and_follows_the_si
     ckey2 = 123456789
     m = multiplier(ckey2, SUM)
     assert perturb_magnitude(1000.0, 200.0, ckey2) == pytest.approx(1000 + 200 * m)
-    assert perturb_magnitude(-1000.0, 200.0, ckey2) == pytest.approx(-(1000 + 200 * m))  # sum(0 - x)
+    assert perturb_magnitude(-1000.0, 200.0, ckey2) == pytest.approx(-(1000 + 200 * m))  # sum(-x)
     assert perturb_magnitude(2000.0, 400.0, ckey2) == pytest.approx(2 * (1000 + 200 * m))  # sum(2 * x)
     assert perturb_magnitude(0.0, 0.0, ckey2) == 0.0           # all contributions zero
     wider = MagnitudeParams(1.0, 3.0)

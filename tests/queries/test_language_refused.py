@@ -15,6 +15,17 @@ HOSTILE = [
     ("count(DISTINCT CASE)", "SELECT count(DISTINCT CASE WHEN weight > 199 THEN person_id END) FROM patients", "count_column"),
     ("sum(1000) constant", "SELECT sum(1000) FROM patients", "aggregate_constant"),
     ("avg of a literal expression", "SELECT avg(1 + 2) FROM patients", "aggregate_constant"),
+    ("a constant that names a column", "SELECT sum(weight * 0 + 1) FROM patients", "aggregate_constant"),
+    ("multiplied by zero", "SELECT sum(0 * weight) FROM patients", "aggregate_constant"),
+    ("cancels to zero", "SELECT sum(weight - weight) FROM patients", "aggregate_constant"),
+    ("products cancel", "SELECT sum(weight * income - income * weight) FROM patients", "aggregate_constant"),
+    ("scaled then zeroed", "SELECT sum(weight / 1e308 * 0) FROM patients", "aggregate_constant"),
+    ("an offset: a second count", "SELECT sum(weight + 1000) FROM patients", "measure_offset"),
+    ("an offset of zero", "SELECT sum(weight + 0) FROM patients", "measure_offset"),
+    ("a negative offset", "SELECT avg(weight - -3) FROM patients", "measure_offset"),
+    ("an offset inside a product", "SELECT sum((weight + 1) * income) FROM patients", "measure_offset"),
+    ("literal arithmetic as a factor", "SELECT sum(weight * (1 - 1)) FROM patients", "measure_offset"),
+    ("scaled to vanish", "SELECT sum(weight / 1e308) FROM patients", "measure_scale"),
     ("sum of a category", "SELECT sum(stage) FROM patients", "aggregate_column"),
     ("sum of a date", "SELECT sum(birth_date) FROM patients", "aggregate_column"),
     ("sum with a boolean", "SELECT sum(weight * smoker) FROM patients", "aggregate_column"),
@@ -304,3 +315,20 @@ def test_huge_date_domains_are_refused_before_they_are_built():
     plan = validate("SELECT date_trunc('week', event_date), count(*) FROM events GROUP BY 1", DICTIONARIES,
                     max_cells=10**9)
     assert plan.keys[0].domain[0] == dt.date(2014, 12, 29) and plan.grid_size == len(plan.keys[0].domain)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT sum(weight * 2), sum(-weight), sum(weight / 4), sum((2 * 3) * weight) FROM patients",
+    "SELECT sum(weight + income), sum(weight - children), variance(income * income), avg(-weight * 0.5) FROM patients",
+    "SELECT sum(date_diff('day', event_date, visit_date)) FROM events",
+])
+def test_measures_scaled_by_literals_and_combined_from_columns_are_accepted(sql):
+    validate(sql, DICTIONARIES, max_cells=10)
+
+
+@pytest.mark.parametrize("measure", ["date_diff('day', event_date, event_date)",
+                                     "date_diff('day', event_date, visit_date) + date_diff('day', visit_date, event_date)"])
+def test_date_differences_that_cancel_are_constants(measure):
+    with pytest.raises(LanguageError) as error:
+        validate(f"SELECT sum({measure}) FROM events", DICTIONARIES, max_cells=10)
+    assert error.value.rules == ["aggregate_constant"]
