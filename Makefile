@@ -37,6 +37,8 @@ test: install-dev
 	@DATABASE_URL="$${DATABASE_URL:-$$DATABASE_URL_TEST}" CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$$CELERY_BROKER_URL_TEST}" \
 	  $(PY) scripts/check_services.py
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	DATABASE_URL="$${DATABASE_URL:-$$DATABASE_URL_TEST}" TRE_ENV=test $(VENV)/bin/mypy
 	DATABASE_URL="$${DATABASE_URL:-$$DATABASE_URL_TEST}" CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$$CELERY_BROKER_URL_TEST}" \
 	  TRE_ENV=test $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -26,6 +26,7 @@ given (its ``status``, dates, ``memberships`` and ``datasets``) and never import
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from django.utils import timezone
 
@@ -147,10 +148,11 @@ def check_access(*, user, project, datasets, today=None) -> Decision:
         if dataset is None:
             return _deny("dataset_not_approved", f"dataset '{label}' is not among the project's approved datasets",
                          label)
+    approved: list[Any] = [d for _, d in requested]
     in_force = agreements_in_force(organisation_id=project.organisation_id,
-                                   dataset_ids={d.pk for _, d in requested}, today=today)
+                                   dataset_ids={d.pk for d in approved}, today=today)
     for rule in AGREEMENT_RULES:
-        for _, dataset in requested:
+        for dataset in approved:
             message = agreement_problem(rule, project=project, dataset_name=dataset.name,
                                         agreements=in_force.get(dataset.pk, []))
             if message:

@@ -29,8 +29,10 @@ class AuditAction(StrEnum):
     DATASET_VERSION_UPLOADED = "dataset.version_uploaded"
     DATASET_VERSION_READY = "dataset.version_ready"
     DATASET_VERSION_FAILED = "dataset.version_failed"
+    DATASET_VERSION_REQUEUED = "dataset.version_requeued"
     DATASET_ERASED = "dataset.erased"
     OPTOUT_REGISTERED = "optout.registered"
+    OPTOUT_ERASURE_REQUEUED = "optout.erasure_requeued"
     # agreements
     AGREEMENT_CREATED = "agreement.created"
     AGREEMENT_ACTIVATED = "agreement.activated"

@@ -1,5 +1,9 @@
 """Reads of the audit log (auditors only), with the filters of the auditor API."""
 
+from datetime import datetime, time, timedelta
+
+from django.db.models import QuerySet
+from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from tre.errors import Invalid
@@ -15,20 +19,14 @@ def _moment(name: str, value: str, *, end: bool):
         d = parse_date(value)
         if d is None:
             raise Invalid(fields={name: [f"not a date or date-time: {value!r} (use ISO 8601, e.g. 2026-01-31 or 2026-01-31T12:00:00Z)"]})
-        from datetime import datetime, time, timedelta
-
-        from django.utils import timezone
-
         dt = datetime.combine(d + timedelta(days=1) if end else d, time.min)
         dt = timezone.make_aware(dt)
     elif dt.tzinfo is None:
-        from django.utils import timezone
-
         dt = timezone.make_aware(dt)
     return dt
 
 
-def audit_event_list(*, params) -> "AuditEventQuerySet":  # noqa: F821
+def audit_event_list(*, params) -> QuerySet[AuditEvent]:
     qs = AuditEvent.objects.order_by("seq")
     if params.get("actor"):
         qs = qs.filter(actor=params["actor"])

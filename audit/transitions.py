@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tre.errors import WrongState
 
@@ -29,11 +30,14 @@ class Step:
     audit: AuditAction | None  # None: the caller audits (e.g. a vote that decides the round)
 
 
-def allowed_actions(table: Mapping[tuple[str, str], Step], status: str) -> list[str]:
+Table = Mapping[tuple[Any, str], Step]  # (from status, action) → step; statuses are str (TextChoices)
+
+
+def allowed_actions(table: Table, status: str) -> list[str]:
     return sorted(action for (source, action) in table if source == status)
 
 
-def check(table: Mapping[tuple[str, str], Step], obj, action: str, *, status: str | None = None) -> Step:
+def check(table: Table, obj, action: str, *, status: str | None = None) -> Step:
     """The step for ``action`` from ``obj``'s state, or a 409 naming the state and what is allowed.
     ``status`` overrides the stored one (e.g. a project that *reads* as expired)."""
     current = status if status is not None else obj.status
@@ -46,7 +50,7 @@ def check(table: Mapping[tuple[str, str], Step], obj, action: str, *, status: st
     return step
 
 
-def apply(table: Mapping[tuple[str, str], Step], obj, action: str, *, actor, fields: Mapping | None = None,
+def apply(table: Table, obj, action: str, *, actor, fields: Mapping | None = None,
           data: Mapping | None = None, request=None, status: str | None = None):
     """Apply ``action`` to ``obj`` (locked by the caller): check it, set the new status and
     ``fields``, save those columns, and write the step's audit event with ``data``. Returns ``obj``."""

@@ -64,7 +64,7 @@ def records(rows: int, persons: int | None = None, seed: int = 7, first_person: 
     """Yield ``rows`` records over ``persons`` people (default rows // 10), deterministic for a seed."""
     rng = random.Random(seed)
     persons = persons or max(1, rows // 10)
-    codes, weights = zip(*CODES)
+    codes, weights = zip(*CODES, strict=False)
     people = []
     for p in range(persons):
         age = rng.randint(0, 95)

@@ -57,7 +57,7 @@ def walkthrough(call, report=print) -> None:
 
     report("\n== Safe data: a patient opts out; it applies at once")
     count_sql = "SELECT count(DISTINCT person_id) AS people FROM gp_events"
-    from environment.pseudonym import make_nhs_number
+    from environment.pseudonym import make_nhs_number  # noqa: PLC0415 — the only Django-free helper the walk needs
 
     before = flow.query(member, project["id"], count_sql)
     answer = flow.step("custodian registers an opt-out (only its keyed hash is kept)", "POST", "/api/v1/opt-outs/", custodian,

@@ -13,6 +13,7 @@
   sequence: a version's ``optout_watermark`` is the highest ``OptOut.id`` applied to its file.
 - ``SandboxLease``: a version file in use by an open sandbox; erasure does not delete it meanwhile.
 - ``ErasureRun``: one pass of the erasure task that changed something (for ``last_erasure_at``).
+- ``TaskHeartbeat``: a load or an erasure a worker is running right now (``environment.recovery``).
 
 Every write goes through ``environment.services``.
 """
@@ -20,6 +21,9 @@ Every write goes through ``environment.services``.
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+from .declaration import declare
+from .dictionary import Dictionary
 
 
 class Dataset(models.Model):
@@ -69,9 +73,6 @@ class Dataset(models.Model):
     def dictionary_object(self):
         """The current dictionary as an ``environment.dictionary.Dictionary`` (for a dataset saved
         without one, its version-1 declaration with the default roles)."""
-        from .declaration import declare
-        from .dictionary import Dictionary
-
         if self.dictionary:
             return Dictionary.from_json(self.dictionary)
         dictionary, _ = declare({"name": self.name, "identifier_column": self.identifier_column,
@@ -253,3 +254,28 @@ class ErasureRun(models.Model):
     class Meta:
         ordering = ["-finished_at"]
         get_latest_by = "finished_at"
+
+
+class TaskHeartbeat(models.Model):
+    """A load or an erasure that a worker is running: the worker moves ``beat_at`` while it lives.
+    When it stops moving (the worker died), the recovery sweeper (``environment.recovery``) sends
+    the work again and sets ``beat_at`` to null; the row goes when an attempt ends, whatever its
+    outcome. One row per piece of work: a second delivery while one is alive does nothing."""
+
+    class Kind(models.TextChoices):
+        LOAD = "load"
+        ERASURE = "erasure"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    key = models.BigIntegerField(default=0)  # the version's id for a load; 0 for the erasure
+    holder = models.CharField(max_length=200, blank=True)  # host:pid — for operators
+    task_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)  # attempts since the work last finished
+    started_at = models.DateTimeField(null=True, blank=True)
+    beat_at = models.DateTimeField(null=True, blank=True, db_index=True)  # null: not running (re-sent)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "key"], name="env_heartbeat_unique")]
+
+    def __str__(self):
+        return f"{self.kind} {self.key} by {self.holder or '-'}"

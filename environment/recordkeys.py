@@ -15,14 +15,14 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from django.conf import settings
+
 RK, RK2 = "_rk", "_rk2"
 RK_SQL_TYPES = {RK: "SMALLINT", RK2: "BIGINT"}
 
 
 def _secret(secret: str | bytes | None = None) -> bytes:
     if secret is None:
-        from django.conf import settings
-
         secret = settings.TRE_CELLKEY_SECRET
     return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
 

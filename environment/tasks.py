@@ -9,7 +9,8 @@ store): ``queue="ingest"`` when enqueued and in the beat entries (Celery 5.7 dep
 from celery import shared_task
 from django.conf import settings
 
-from . import services
+from . import recovery, services
+from .models import TaskHeartbeat
 
 INGEST_SOFT_TIME_LIMIT = settings.TRE_INGEST_TIME_LIMIT
 
@@ -17,7 +18,10 @@ INGEST_SOFT_TIME_LIMIT = settings.TRE_INGEST_TIME_LIMIT
 @shared_task(name="environment.tasks.ingest_version", bind=True, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=INGEST_SOFT_TIME_LIMIT, time_limit=INGEST_SOFT_TIME_LIMIT + 60)
 def ingest_version(self, version_id: int) -> None:
-    services.version_ingest(version_id=version_id)
+    """Idempotent; a second delivery while a live worker loads the version does nothing."""
+    with recovery.attempt(TaskHeartbeat.Kind.LOAD, version_id, task_id=self.request.id or "") as mine:
+        if mine:
+            services.version_ingest(version_id=version_id)
 
 
 @shared_task(name="environment.tasks.apply_optouts", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -30,7 +34,17 @@ def apply_optouts(self, first_id: int, last_id: int) -> dict:
 @shared_task(name="environment.tasks.erase_opted_out", bind=True, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=INGEST_SOFT_TIME_LIMIT, time_limit=INGEST_SOFT_TIME_LIMIT + 60)
 def erase_opted_out(self) -> dict:
-    return services.erase_opted_out()
+    """One erasure at a time: a delivery while a live worker erases does nothing; the live one
+    passes again for opt-outs registered while it ran (the beat entry catches any it just missed)."""
+    with recovery.attempt(TaskHeartbeat.Kind.ERASURE, task_id=self.request.id or "") as mine:
+        if not mine:
+            return {"skipped": "an erasure is running"}
+        summary = services.erase_opted_out()
+        for _ in range(3):
+            if not services.erasure_pending():
+                break
+            summary = services.erase_opted_out()
+        return summary
 
 
 @shared_task(name="environment.tasks.sweep_store", bind=True, acks_late=True,
@@ -40,9 +54,18 @@ def sweep_store(self) -> dict:
     return {**services.sweep_stuck_loads(), **services.cleanup_store()}
 
 
+@shared_task(name="environment.tasks.recover", acks_late=True, ignore_result=True, soft_time_limit=100, time_limit=120)
+def recover() -> dict:
+    """Loads and erasures whose worker died: sent again within a sweep of their heartbeat stopping."""
+    return recovery.sweep()
+
+
 BEAT_SCHEDULE = {
     "environment.erase_opted_out": {"task": "environment.tasks.erase_opted_out", "schedule": 300.0,
                                     "options": {"queue": "ingest"}},
     "environment.sweep_store": {"task": "environment.tasks.sweep_store", "schedule": 900.0,
                                 "options": {"queue": "ingest"}},
+    # on queue default, so a long load on the ingest workers does not hold up the recovery of another
+    "environment.recover": {"task": "environment.tasks.recover", "schedule": float(settings.TRE_SWEEP_INTERVAL),
+                            "options": {"queue": "default", "expires": float(settings.TRE_SWEEP_INTERVAL)}},
 }

@@ -77,7 +77,7 @@ def user_upsert(*, username: str, password: str | None, roles=(), organisation: 
     if organisation:
         org, _ = organisation_get_or_create(name=organisation, sector=sector, actor=actor)
         if profile.organisation_id != org.pk:
-            if profile.organisation_id is not None:
+            if profile.organisation is not None:
                 raise Invalid(fields={"organisation": [f"{username} already belongs to {profile.organisation.name}; a user belongs to one organisation"]})
             profile.organisation = org
             profile.save(update_fields=["organisation"])

@@ -3,6 +3,7 @@ download. Thin views: find the output the user may see (404 otherwise), check wh
 validate (400), call one service (409 for the wrong state)."""
 
 import json
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse
@@ -95,7 +96,7 @@ class OutputDetailApi(APIView):
 class _MemberTransitionApi(APIView):
     """A member moves their output along its lifecycle through one service."""
 
-    service = None  # a function from outputs.services
+    service: Any = None  # a function from outputs.services
     action = ""  # for the refusal message: "only a member may <action>"
 
     def post(self, request, pk):

@@ -93,7 +93,7 @@ def apply_sdc(columns, result_columns: Sequence[str], rows: Sequence[Sequence],
     flags: list[dict[str, list[str]]] = [{} for _ in raw]
     suppressed = {i: bytearray(len(raw)) for i in stats}     # column -> 1 per suppressed row
     threshold = params.threshold
-    for r, (out, src) in enumerate(zip(raw, rows)):
+    for r, (out, src) in enumerate(zip(raw, rows, strict=False)):
         if out[n] < threshold:
             for i in stats:
                 suppressed[i][r] = 1

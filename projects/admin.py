@@ -1,5 +1,7 @@
 """Read-only admin of projects, memberships and reviews (see tre/admin.py for who may read)."""
 
+from typing import ClassVar
+
 from django.contrib import admin
 
 from tre.admin import GovernanceAdmin, may_read_governance
@@ -9,7 +11,7 @@ from .models import Project, ProjectMembership, ProjectReview
 
 class MembershipInline(admin.TabularInline):
     model = ProjectMembership
-    fields = ["user", "role", "added_at", "added_by"]
+    fields: ClassVar[tuple[str, ...]] = ("user", "role", "added_at", "added_by")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -25,8 +27,8 @@ class MembershipInline(admin.TabularInline):
 
 
 class ReviewInline(MembershipInline):
-    model = ProjectReview
-    fields = ["reviewer", "decision", "comment", "round", "created_at"]
+    model = ProjectReview  # type: ignore[assignment]  # the same read-only inline, over the reviews
+    fields: ClassVar[tuple[str, ...]] = ("reviewer", "decision", "comment", "round", "created_at")
     readonly_fields = fields
 
 

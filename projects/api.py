@@ -1,6 +1,8 @@
 """Projects, membership, DAC reviews and the public register. Thin views: find the project the
 user may see (404 otherwise), check who may act (403), validate (400), call one service."""
 
+from typing import Any
+
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, serializers, status
 from rest_framework.permissions import AllowAny
@@ -133,8 +135,8 @@ class ProjectReviewsApi(mixins.ListModelMixin, generics.GenericAPIView):
 class _TransitionApi(APIView):
     """``POST {comment?}`` → the project. ``check`` (403) runs before the body is read."""
 
-    check = None
-    service = None
+    check: Any = None  # the policy that may refuse (403), a staticmethod in subclasses
+    service: Any = None  # the service that applies the transition
 
     @extend_schema(request=TransitionIn, responses=answers(ProjectOut, 400, 401, 403, 404, 409))
     def post(self, request, pk):

@@ -138,7 +138,7 @@ def project_member_add(*, project, actor, username: str, request=None) -> Projec
                                                   added_by=actor)
     audit_record(actor=actor, action=AuditAction.PROJECT_MEMBER_ADDED, target=project, request=request,
            data={"username": user.get_username(), "role": membership.role})
-    permissions = ("view_project",)
+    permissions: tuple[str, ...] = ("view_project",)
     if project.effective_status() == S.APPROVED:
         permissions += RESEARCH_PERMISSIONS
     project_permissions_grant(project=project, user=user, permissions=permissions, actor=actor,

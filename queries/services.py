@@ -17,6 +17,7 @@ import pyarrow as pa
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from access.decision import check_access, require_access
 from audit import transitions
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a query whose worker died twice is failed, not retried forever
 HEARTBEAT_SECONDS = 1.0
-HEARTBEAT_STALE = timedelta(seconds=30)  # a running attempt silent this long is dead
+HEARTBEAT_STALE = timedelta(seconds=settings.TRE_HEARTBEAT_STALE_SECONDS)  # a running attempt silent this long is dead
 ENQUEUE_GRACE = timedelta(seconds=10)  # a queued query the broker never took is re-sent after this
 
 # What the researcher is told; the engine's own text goes to logs and checkers only.
@@ -96,9 +97,7 @@ def query_submit(*, project, actor, sql, title: str = "", request=None) -> Query
 def enqueue(query_id: int) -> bool:
     """Hand the query to the broker. If the broker is down the query stays queued (never lost):
     the sweeper sends it again once the broker is back."""
-    from kombu.exceptions import OperationalError as BrokerError
-
-    from .tasks import run_query_task
+    from .tasks import run_query_task  # noqa: PLC0415 — services ↔ tasks of one app (the task calls run_query)
 
     try:
         run_query_task.apply_async(args=[query_id], retry=False)
@@ -258,7 +257,7 @@ def _execute(query: Query, sandbox, max_groups: int) -> tuple[list[str], list, b
     engine_ms = (time.monotonic() - started) * 1000
     columns = [name for name in table.column_names if name != PERSON_KEYS]
     values = [[_from_arrow(v) for v in table.column(name).to_pylist()] for name in columns]
-    rows = [list(r) for r in zip(*values)] if values else []
+    rows = [list(r) for r in zip(*values, strict=False)] if values else []
     n_keys = sum(1 for c in query.column_plan if c["kind"] == "key")
     persons = table.column(PERSON_KEYS).combine_chunks()
     offsets = persons.offsets.to_pylist()
@@ -296,6 +295,7 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
                 columns, rows, person_sets = _execute(query, sandbox, settings.TRE_MAX_RESULT_CELLS)
             finally:
                 watchdog.stop()
+                _drop_dead_connection()  # before the sandbox releases its leases
     except _TooManyGroups as exc:
         code, detail = "too_many_groups", f"{exc}; TRE_MAX_RESULT_CELLS={settings.TRE_MAX_RESULT_CELLS}"
     except duckdb.InterruptException as exc:
@@ -313,7 +313,19 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
             code, detail = "store_error", str(exc)
             log.error("query %s: result not stored: %s", query.pk, exc)
     close_old_connections()
+    _drop_dead_connection()
     return _complete(query, code=code, detail=detail, groups=len(rows), total_ms=(time.monotonic() - t0) * 1000)
+
+
+def _drop_dead_connection() -> None:
+    """The engine may have run across a database restart. Check the connection before writing the
+    outcome: Django's health check does not run inside ``atomic`` (a dead connection there fails
+    the task, whose retry re-runs the engine); closed here, the next query simply reconnects."""
+    try:
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+    except DatabaseError:
+        connection.close()
 
 
 def _complete(query: Query, *, code: str, detail: str, groups: int, total_ms: float) -> Query:

@@ -305,7 +305,7 @@ class _Validator:
 
     def check_joins(self):
         seen = [next(iter(self.sources))]
-        for join, alias in zip(self.tree.args.get("joins") or [], list(self.sources)[1:]):
+        for join, alias in zip(self.tree.args.get("joins") or [], list(self.sources)[1:], strict=False):
             extra = [k for k, v in join.args.items() if v and k not in ("this", "on", "using", "side", "kind")]
             side_kind = ((join.side or "").upper(), (join.kind or "").upper())
             if extra or side_kind not in JOIN_KINDS:
@@ -470,14 +470,14 @@ class _Validator:
               groups: list[exp.Expression]) -> list[_Item]:
         items, taken = [], set()
         explicit = [s.alias.lower() if isinstance(s, exp.Alias) else None for s in selected]
-        for alias, original in zip(explicit, selected):
+        for alias, original in zip(explicit, selected, strict=False):
             if alias is not None:
                 if alias in taken:
                     self.reject("duplicate_name", f"two output columns are named {alias!r}", original)
                 if not alias or alias in (PERSON, N_PERSONS) or alias.startswith(INTERNAL_PREFIX):
                     self.reject("reserved_name", f"{alias!r} cannot name an output column", original)
                 taken.add(alias)
-        for position, (alias, original, expression) in enumerate(zip(explicit, selected, outputs), start=1):
+        for position, (alias, original, expression) in enumerate(zip(explicit, selected, outputs, strict=False), start=1):
             if type(expression) in AGGREGATES:
                 kind = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg"}.get(type(expression), "stat")
                 argument = expression.this if kind in ("sum", "avg") else None
@@ -492,7 +492,7 @@ class _Validator:
             name = alias or _unique(_default_name(expression, position), taken)
             taken.add(name)
             items.append(_Item(name, expression, kind, argument))
-        for g, original in zip(groups, self.group_expressions()):
+        for g, original in zip(groups, self.group_expressions(), strict=False):
             if not any(i.kind == "key" and i.expression == g for i in items):
                 self.reject("group_by_not_selected", f"GROUP BY {original.sql(READ)} must also be an output column",
                             original)
@@ -600,7 +600,7 @@ class _Rewrite:
                  columns: tuple[OutputColumn, ...], groups, where, having, order, optout_table: str):
         optout = ".".join(_q(p) for p in optout_table.split("."))
         parts = [f"FROM {_filtered(sources[0], optout)}"]
-        for join, source in zip(joins, sources[1:]):
+        for join, source in zip(joins, sources[1:], strict=False):
             side = "LEFT JOIN" if (join.side or "").upper() == "LEFT" else "JOIN"
             on = join.args.get("on")
             parts.append(f"{side} {_filtered(source, optout)} "
@@ -611,8 +611,8 @@ class _Rewrite:
         self.person = f"{_q(sources[0].alias)}.{_q(PERSON)}"
         self.items, self.columns, self.order = items, columns, order
         self.item_sql = [_sql(i.expression) for i in items]
-        self.keys = [(_q(i.name), sql) for i, sql in zip(items, self.item_sql) if i.kind == "key"]
-        self.main = f"SELECT {', '.join(f'{sql} AS {_q(i.name)}' for i, sql in zip(items, self.item_sql))} " \
+        self.keys = [(_q(i.name), sql) for i, sql in zip(items, self.item_sql, strict=False) if i.kind == "key"]
+        self.main = f"SELECT {', '.join(f'{sql} AS {_q(i.name)}' for i, sql in zip(items, self.item_sql, strict=False))} " \
                     f"{self.from_sql}"
         if groups:
             self.main += " GROUP BY " + ", ".join(_sql(g) for g in groups)
@@ -645,7 +645,7 @@ class _Rewrite:
             stats += [f'max(abs("_tre_s{n}"), 2) AS "_tre_l{n}"', f'sum(abs("_tre_s{n}")) AS "_tre_t{n}"']
         stats_sql = f'SELECT {", ".join(stats)} FROM "_tre_pp"' + (f" GROUP BY {', '.join(keys)}" if keys else "")
         out = [f'"m".{_q(c.name)}' for c in self.columns] + [f'coalesce("s".{_q(N_PERSONS)}, 0) AS {_q(N_PERSONS)}']
-        for argument, column in zip(self.arguments, self.columns):
+        for argument, column in zip(self.arguments, self.columns, strict=False):
             if argument is not None:
                 n = arguments.index(argument)
                 out += [f'coalesce("s"."_tre_l{n}"[1], 0) AS {_q(column.top1)}',

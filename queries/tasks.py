@@ -19,11 +19,16 @@ def run_query_task(self, query_id: int) -> None:
         close_old_connections()
 
 
-@shared_task(name="queries.sweep", acks_late=True, ignore_result=True, time_limit=120)
+# Both limits on every task: a task that sets only its hard limit inherits the global soft one
+# (300 s), and Celery then refuses to send it ("soft_time_limit must be less than or equal to
+# time_limit") — beat never ran this sweeper. tests/tre/test_celery_limits.py checks every task.
+@shared_task(name="queries.sweep", acks_late=True, ignore_result=True, soft_time_limit=100, time_limit=120)
 def sweep_queries_task() -> dict:
     return sweep()
 
 
 BEAT_SCHEDULE = {
-    "queries-sweep": {"task": "queries.sweep", "schedule": 30.0, "options": {"queue": "default", "expires": 25}},
+    # a sweep not started before the next one is due is dropped (no backlog while workers are down)
+    "queries-sweep": {"task": "queries.sweep", "schedule": float(settings.TRE_SWEEP_INTERVAL),
+                      "options": {"queue": "default", "expires": float(settings.TRE_SWEEP_INTERVAL)}},
 }

@@ -52,9 +52,9 @@ def live_server(*, database_url: str | None = None, seed_rows: int = 20_000, deb
             try:
                 urllib.request.urlopen(base + "/api/schema/", timeout=5).read()
                 break
-            except Exception:
+            except Exception as exc:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+                    raise RuntimeError("the server did not start:\n" + (tmp / "server.log").read_text()[-3000:]) from exc
                 time.sleep(0.3)
         yield base, env
     finally:

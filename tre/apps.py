@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class TreConfig(AppConfig):
@@ -6,9 +7,7 @@ class TreConfig(AppConfig):
     verbose_name = "tre core"
 
     def ready(self):
-        from django.conf import settings
-
-        from . import signals  # noqa: F401  (roles' groups after migrate)
+        from . import signals  # noqa: F401, PLC0415 — receivers connect on import, once the app registry is ready
 
         try:
             settings.TRE_STORE_DIR.mkdir(parents=True, exist_ok=True)

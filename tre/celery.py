@@ -4,9 +4,12 @@ Each app may define ``BEAT_SCHEDULE`` (a dict of Celery beat entries) in its ``t
 they are merged here so the schedule lives next to the task it runs.
 """
 
+import logging
 import os
+from importlib import import_module
 
 from celery import Celery
+from django.conf import settings
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tre.settings")
@@ -28,10 +31,6 @@ app.autodiscover_tasks()
 
 @app.on_after_finalize.connect
 def _collect_beat_schedule(sender, **kwargs):
-    from importlib import import_module
-
-    from django.conf import settings
-
     schedule = dict(settings.CELERY_BEAT_SCHEDULE)
     for label in ("audit", "organisations", "environment", "access", "projects", "queries", "outputs"):
         try:
@@ -39,9 +38,21 @@ def _collect_beat_schedule(sender, **kwargs):
         except ModuleNotFoundError:
             continue
         except Exception:  # one app's broken import must not drop every other app's schedule
-            import logging
-
             logging.getLogger(__name__).exception("beat schedule of %s not loaded", label)
             continue
         schedule.update(getattr(module, "BEAT_SCHEDULE", {}))
-    sender.conf.beat_schedule = schedule
+    sender.conf.beat_schedule = with_interval(schedule, float(getattr(settings, "TRE_BEAT_INTERVAL", 0) or 0))
+
+
+def with_interval(schedule: dict, interval: float) -> dict:
+    """``schedule`` with every entry due each ``interval`` seconds (``TRE_BEAT_INTERVAL``: tests and
+    trials); unchanged when ``interval`` is 0. An entry's ``expires`` is kept within the interval."""
+    if interval <= 0:
+        return schedule
+    shortened = {}
+    for name, entry in schedule.items():
+        options = dict(entry.get("options", {}))
+        if "expires" in options:
+            options["expires"] = min(float(options["expires"]), interval)
+        shortened[name] = {**entry, "schedule": interval, "options": options}
+    return shortened

@@ -15,12 +15,14 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from .middleware import TransientConflict, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,6 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response
-    from .middleware import TransientConflict, is_transient
-
     if is_transient(exc):
         raise TransientConflict() from exc  # RetryTransientConflicts runs the request again
     if isinstance(exc, DatabaseError) and _is_connection_error(exc):
@@ -99,6 +99,4 @@ def exception_handler(exc, context):
 
 
 def _is_connection_error(exc) -> bool:
-    from django.db import InterfaceError, OperationalError
-
     return isinstance(exc, (OperationalError, InterfaceError))

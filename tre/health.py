@@ -2,6 +2,7 @@
 
 import os
 
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -21,8 +22,6 @@ def check_broker() -> str:
         return "ok"  # embedded default: tasks run in-process
     if not url.startswith(("redis://", "rediss://")):
         return "unsupported"
-    import redis
-
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         try:

@@ -1,3 +1,4 @@
+from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 
 
@@ -10,8 +11,6 @@ class Pagination(PageNumberPagination):
 
 def paginated(serializer_class):
     """The schema of a paginated list of ``serializer_class`` (for views that paginate by hand)."""
-    from rest_framework import serializers
-
     return type(f"Paginated{serializer_class.__name__}List", (serializers.Serializer,), {
         "count": serializers.IntegerField(),
         "next": serializers.URLField(allow_null=True),

@@ -61,7 +61,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
-    "django_filters",
     "drf_spectacular",
     "guardian",
     "tre",
@@ -166,7 +165,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "tre.pagination.Pagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "tre.schema.AutoSchema",
     "EXCEPTION_HANDLER": "tre.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -226,12 +224,32 @@ TRE_INGEST_THREADS = env.int("TRE_INGEST_THREADS", default=2)
 TRE_INGEST_TIME_LIMIT = env.int("TRE_INGEST_TIME_LIMIT", default=3600)
 TRE_QUERY_SOFT_TIME_LIMIT = env.int("TRE_QUERY_SOFT_TIME_LIMIT", default=120)
 TRE_QUERY_TIME_LIMIT = env.int("TRE_QUERY_TIME_LIMIT", default=150)
+# Recovery (docs/operations.md, "What recovers, how fast"): a running query, load or erasure whose
+# heartbeat is older than TRE_HEARTBEAT_STALE_SECONDS is dead; the sweepers look every
+# TRE_SWEEP_INTERVAL seconds. TRE_BEAT_INTERVAL > 0 runs *every* periodic task at that interval
+# (tests and trials only: it also shortens the hourly and daily jobs).
+TRE_HEARTBEAT_STALE_SECONDS = env.int("TRE_HEARTBEAT_STALE_SECONDS", default=30)
+TRE_SWEEP_INTERVAL = env.int("TRE_SWEEP_INTERVAL", default=15)
+TRE_BEAT_INTERVAL = env.float("TRE_BEAT_INTERVAL", default=0)
+# The Redis transport redelivers a message that a worker took but never acknowledged (it died)
+# after this many seconds. Tasks acknowledge late (when they finish), so it must be longer than the
+# longest task's hard time limit (a load: TRE_INGEST_TIME_LIMIT + 60), or a task still running
+# would be delivered to a second worker. What dies sooner is found by its stopped heartbeat.
+TRE_BROKER_VISIBILITY_TIMEOUT = env.int("TRE_BROKER_VISIBILITY_TIMEOUT", default=TRE_INGEST_TIME_LIMIT + 60 + 540)
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = TRE_BROKER_VISIBILITY_TIMEOUT
 TRE_SDC_THRESHOLD = env.int("TRE_SDC_THRESHOLD", default=10)
 TRE_SDC_ROUNDING_BASE = env.int("TRE_SDC_ROUNDING_BASE", default=5)
 TRE_SDC_NK_N = env.int("TRE_SDC_NK_N", default=2)
 TRE_SDC_NK_K = env.float("TRE_SDC_NK_K", default=0.9)
 TRE_SDC_P_PERCENT = env.float("TRE_SDC_P_PERCENT", default=0.1)
 TRE_SDC_ZEROS_DISCLOSIVE = env.bool("TRE_SDC_ZEROS_DISCLOSIVE", default=False)  # all-zero sums fail p% (ACRO: true)
+# Cell key method (outputs/cellkey.py, docs/sdc.md): the p-table's D and V, magnitude multipliers.
+TRE_CKM_D = env.int("TRE_CKM_D", default=3)
+TRE_CKM_V = env.float("TRE_CKM_V", default=2.0)
+TRE_CKM_MAGNITUDE_A = env.float("TRE_CKM_MAGNITUDE_A", default=0.5)
+TRE_CKM_MAGNITUDE_B = env.float("TRE_CKM_MAGNITUDE_B", default=2.5)
+# a sum's noise scale is at least this fraction of its measure's declared bound (all-zero cells get noise)
+TRE_CKM_MAGNITUDE_FLOOR = env.float("TRE_CKM_MAGNITUDE_FLOOR", default=0.1)
 TRE_DUMMY_ROWS = env.int("TRE_DUMMY_ROWS", default=10_000)  # rows of each dataset's dummy twin
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRE_MAX_QUERY_BYTES * 2, 2_621_440)

@@ -95,7 +95,7 @@ def optouts_register(*, actor, nhs_numbers, request=None, now=None) -> dict:
     now = now or timezone.now()
     with transaction.atomic():
         _lock_optouts_for_registration()
-        existing = set()
+        existing: set[str] = set()
         for start in range(0, len(person_ids), _BATCH):
             chunk = person_ids[start:start + _BATCH]
             existing.update(OptOut.objects.filter(person_id__in=chunk).values_list("person_id", flat=True))

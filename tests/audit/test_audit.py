@@ -29,7 +29,7 @@ def test_chain_links_and_verifies(db):
     events = list(AuditEvent.objects.order_by("seq"))
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert events[0].prev_hash == "0" * 64
-    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:]))
+    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
     assert verify_chain().as_dict() == {"valid": True, "events_checked": 5, "first_invalid_seq": None, "reason": None}
 
 

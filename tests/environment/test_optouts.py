@@ -155,7 +155,7 @@ def test_a_new_load_leaves_opted_out_persons_out(create_dataset, load, custodian
     assert version.status == "ready"
     assert (version.row_count, version.person_count, version.rows_removed, version.persons_removed) == (3, 3, 2, 1)
     assert version.optout_watermark == OptOut.objects.get().pk
-    _, stored = store_rows(version, "SELECT count(*) FROM data WHERE person_id = '%s'" % person_id_for(make_nhs_number(1)))
+    _, stored = store_rows(version, f"SELECT count(*) FROM data WHERE person_id = '{person_id_for(make_nhs_number(1))}'")
     assert stored == [(0,)]
 
 

@@ -46,7 +46,7 @@ def _distinctive_raw_values(output_ids) -> set[str]:
         columns, rows = read_result(output.query_id)
         keys = {c["name"] for c in output.query.column_plan if c["kind"] == "key"}
         for row in rows:
-            for name, value in zip(columns, row):
+            for name, value in zip(columns, row, strict=False):
                 if name in keys or value is None:
                     continue
                 if isinstance(value, float) and not value.is_integer():

@@ -16,6 +16,8 @@ from outputs.sdc import RULES, SdcParams, apply_sdc
 
 # Helpers (also used by the other test_sdc_* modules) ----------------------------------------
 
+DEFAULT_PARAMS = SdcParams()
+
 
 @dataclass(frozen=True)
 class Col:
@@ -45,7 +47,7 @@ def result_columns(columns):
     return [c.name for c in columns] + ["n_persons"] + helpers
 
 
-def run(columns, rows, params=SdcParams(), differencing=()):
+def run(columns, rows, params=DEFAULT_PARAMS, differencing=()):
     return apply_sdc(columns, result_columns(columns), rows, params, differencing)
 
 
@@ -124,7 +126,7 @@ def test_rounding_goes_half_up_with_an_even_base():
 ONE_SUM = [key("k"), count("n"), summed("cost")]
 
 
-def dominance(top1, top2, total, params=SdcParams(), value=None):
+def dominance(top1, top2, total, params=DEFAULT_PARAMS, value=None):
     """Rules fired on the cost cell of a one-group table of 20 persons."""
     value = total if value is None else value
     result = run(ONE_SUM, [("a", 20, value, 20, top1, top2, total)], params)
@@ -399,7 +401,7 @@ def test_no_generated_result_releases_a_disclosive_cell(case):
     assert "n_persons" not in names and len(released) == len(rows)
     suppressed = suppressed_cells(result)
 
-    for r, (raw, safe, out) in enumerate(zip(result.raw, result.safe, released)):
+    for r, (raw, safe, out) in enumerate(zip(result.raw, result.safe, released, strict=False)):
         assert out == safe[:-1] and raw[-1] == safe[-1]
         if raw[-1] < params.threshold:
             assert all(out[at[name]] is None for name in stats)

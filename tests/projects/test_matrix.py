@@ -98,6 +98,11 @@ ENDPOINTS = [
     ("agreement revoke", "post", lambda t: f"/agreements/{t.pk}/revoke/", None, "agreement_active",
      {"custodian": 200}, 403),
     ("register", "get", lambda t: "/register/", None, None, {r: 200 for r in ROLES}, None),
+    # a dataset's dictionary: custodians, and members of a project approved for it
+    ("dataset dictionary (approved)", "get", lambda t: f"/datasets/{t.datasets.get().pk}/dictionary/", None, "approved",
+     {"lead": 200, "member": 200, "custodian": 200}, 404),
+    ("dataset dictionary (submitted)", "get", lambda t: f"/datasets/{t.datasets.get().pk}/dictionary/", None,
+     "submitted", {"custodian": 200}, 404),
 ]
 
 CASES = [(e, role) for e in ENDPOINTS for role in ROLES]
@@ -122,19 +127,20 @@ def test_role_matrix(world, client_for, endpoint, role):
         if role != "anonymous":
             assert response.json()["rule"]  # the refusal names its rule
     if want == 404:
-        assert response.json() == {"detail": "no such project"}
+        assert response.json() == {"detail": "no such dataset" if "/datasets/" in path(thing) else "no such project"}
 
 
 def test_every_endpoint_is_in_the_matrix():
     from django.urls import get_resolver
 
     from access import urls as access_urls
+    from organisations import urls as organisation_urls
     from projects import urls as project_urls
 
-    names = {p.name for p in project_urls.urlpatterns + access_urls.urlpatterns}
+    names = {p.name for p in project_urls.urlpatterns + access_urls.urlpatterns + organisation_urls.urlpatterns}
     covered = {"organisations", "organisation-detail", "projects", "project-detail", "project-members",
                "project-member", "project-submit", "project-reviews", "project-suspend", "project-reinstate",
                "project-close", "agreements", "agreement-detail", "agreement-activate", "agreement-revoke",
-               "register"}
+               "register", "dataset-dictionary"}
     assert names == covered
     assert get_resolver()  # the URLconf loads

@@ -79,7 +79,7 @@ def run(con, sql, **kwargs):
     cursor = con.execute(query.rewritten_sql)
     names = [d[0] for d in cursor.description]
     assert names[-1] == PERSON_KEYS
-    return [dict(zip(names[:-1], row[:-1])) for row in cursor.fetchall()], query
+    return [dict(zip(names[:-1], row[:-1], strict=False)) for row in cursor.fetchall()], query
 
 
 def test_person_keys_are_the_groups_hex_persons():
@@ -152,9 +152,9 @@ def expected(rows, key, *stats, having=None):
 
 def assert_rows(actual, wanted):
     assert len(actual) == len(wanted), (actual, wanted)
-    for got, want in zip(actual, wanted):
+    for got, want in zip(actual, wanted, strict=False):
         assert len(got) == len(want)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=False):
             if isinstance(w, float) or isinstance(g, float):
                 assert g == pytest.approx(w, rel=1e-9, abs=1e-9), (got, want)
             else:

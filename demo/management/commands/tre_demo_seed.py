@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand
 from demo.data import records, to_csv
 from demo.flow import DATASET, DEMO_PASSWORD, PEOPLE, Flow, InProcess
 from organisations.services import fresh_token, user_upsert
+from projects.models import Project
 
 DEMO_TITLE = "Long-term conditions by region (demo)"
 DEMO_SQL = ("SELECT region, age_band, count(DISTINCT person_id) AS people, avg(value) AS mean_cost "
@@ -24,8 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--quiet", action="store_true")
 
     def handle(self, *args, rows, quiet, **options):
-        from projects.models import Project
-
         say = (lambda *a: None) if quiet else self.stdout.write
         for p in PEOPLE:
             user_upsert(username=p.username, password=DEMO_PASSWORD, roles=[p.role] if p.role else [],
@@ -47,7 +46,7 @@ class Command(BaseCommand):
     def _print_people(self, say):
         User = get_user_model()
         say("")
-        say("Demo users (password for all: %s):" % DEMO_PASSWORD)
+        say(f"Demo users (password for all: {DEMO_PASSWORD}):")
         say(f"  {'username':<8} {'role':<28} {'organisation':<32} token")
         for p in PEOPLE:
             token = fresh_token(User.objects.get(username=p.username))  # an expired one is useless to print

@@ -27,7 +27,7 @@ def declare_existing(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('environment', '0002_versions_optouts'),
+        ('environment', '0003_task_heartbeat'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
