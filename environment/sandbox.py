@@ -5,7 +5,7 @@
 - ``tre_optouts(person_id VARCHAR NOT NULL)``: every registered opt-out (up to the sandbox's
   ``optout_watermark``) — the query rewriter anti-joins every dataset against it;
 - ``tre_optout_pending(person_id, seq)``: the opt-outs newer than the oldest version watermark;
-- one view per dataset, named exactly as the dataset, ``person_id`` + its stored columns, over the
+- one view per dataset, named exactly as the dataset, ``person_id`` + its stored columns + the record keys ``_rk``, ``_rk2``, over the
   current version's file **minus the persons who opted out after that file's watermark** (so a
   registration takes effect at once, before erasure rewrites the file).
 

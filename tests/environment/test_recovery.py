@@ -44,7 +44,9 @@ def test_a_load_whose_worker_died_is_sent_again_and_loads_once(create_dataset, a
     assert (version.status, version.attempts, version.row_count) == ("ready", 2, 5)
     assert Dataset.objects.get(pk=ds["id"]).current_version_id == version_id
     assert not TaskHeartbeat.objects.exists() and incoming_files() == []
-    assert _actions()[-2:] == ["dataset.version_requeued", "dataset.version_ready"]
+    # (the first load completes the dictionary: a new dictionary version and its twin follow)
+    assert _actions()[-4:] == ["dataset.version_requeued", "dataset.version_ready", "dataset.dictionary_changed",
+                               "dataset.twin_generated"]
     requeued = AuditEvent.objects.get(action="dataset.version_requeued")
     assert requeued.data == {"version": 1, "version_id": version_id, "attempts": 1, "by": "sweeper"}
     with django_capture_on_commit_callbacks(execute=True):
