@@ -56,7 +56,8 @@ class AgreementIn(serializers.Serializer):
 
 
 class AgreementRevokeIn(serializers.Serializer):
-    comment = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+    """``{reason}``; a blank or missing reason is refused by the service (400, after the state check)."""
+
     reason = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
 
 

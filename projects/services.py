@@ -191,6 +191,12 @@ def project_submit(*, project, actor, now=None, request=None) -> Project:
                         "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
 
 
+def approval_gaps(project) -> list[dict]:
+    """The agreement gaps that bar an approve vote (DESIGN §2): datasets the project requests with
+    no active, in-date agreement for its organisation that allows its use. Empty: it may be approved."""
+    return agreement_gaps_for([project])[project.pk]
+
+
 def _ballots(project) -> list[rounds.Ballot]:
     """The current round's votes, each with its voter's eligibility checked again now (a voter who
     since joined the project or left the DAC does not count)."""
@@ -216,6 +222,12 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
     this_round = project.review_round
     if ProjectReview.objects.filter(project=project, reviewer=actor, round=this_round).exists():
         raise WrongState(f"you have already voted in review round {this_round}", status=project.status)
+    if decision == Vote.APPROVE:
+        gaps = approval_gaps(project)
+        if gaps:
+            named = "; ".join(f"{g['dataset_name']} ({g['reason']})" for g in gaps)
+            raise WrongState(f"the project cannot be approved while datasets lack a usable agreement: {named}",
+                             status=project.status, agreement_gaps=gaps)
     now = now or timezone.now()
     review = ProjectReview.objects.create(project=project, reviewer=actor, decision=decision, comment=comment,
                                           round=this_round)
@@ -240,34 +252,49 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
 
 # --- Suspend, reinstate, close, expire -----------------------------------------------------
 
+def _require_reason(reason) -> str:
+    """Suspend, reinstate, close and revoke each need a non-empty reason (DESIGN §3). Checked
+    after the state, so a request that could never succeed answers 409 rather than 400."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise Invalid(fields={"reason": ["a reason is required"]})
+    return reason
+
+
 @transaction.atomic
-def project_suspend(*, project, actor, comment: str = "", now=None, request=None) -> Project:
+def project_suspend(*, project, actor, reason: str = "", now=None, request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
+    transitions.check(TRANSITIONS, project, "suspend", status=project.effective_status())
+    reason = _require_reason(reason)
     _apply(project, "suspend", actor=actor, request=request, fields={"suspended_at": now or timezone.now()},
-           data={"comment": comment})
+           data={"reason": reason})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.suspended", request=request)
     return project
 
 
 @transaction.atomic
-def project_reinstate(*, project, actor, comment: str = "", request=None) -> Project:
+def project_reinstate(*, project, actor, reason: str = "", request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
-    _apply(project, "reinstate", actor=actor, request=request, fields={"suspended_at": None},  # not when expired
-           data={"comment": comment})
+    transitions.check(TRANSITIONS, project, "reinstate", status=project.effective_status())  # not when expired
+    reason = _require_reason(reason)
+    _apply(project, "reinstate", actor=actor, request=request, fields={"suspended_at": None},
+           data={"reason": reason})
     _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.reinstated", request=request)
     return project
 
 
 @transaction.atomic
-def project_close(*, project, actor, comment: str = "", now=None, request=None) -> Project:
+def project_close(*, project, actor, reason: str = "", now=None, request=None) -> Project:
     """The lead or an eligible DAC member closes an approved, suspended or expired project."""
     project = _lock(project)
     policies.require_lead_or_eligible_dac(actor, project, "close it")
     previous = project.effective_status()
+    transitions.check(TRANSITIONS, project, "close", status=previous)
+    reason = _require_reason(reason)
     _apply(project, "close", actor=actor, request=request, fields={"closed_at": now or timezone.now()},
-           data={"comment": comment, "previous_status": previous})
+           data={"reason": reason, "previous_status": previous})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.closed", request=request)
     return project
 
