@@ -10,6 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.selectors import agreement_gaps_for
+from notifications.selectors import notification_list_for
+from notifications.serializers import NotificationOut
 from tre.openapi import answers
 from tre.roles import Role, has_role, user_roles
 
@@ -224,6 +226,7 @@ class RegisterDetailApi(APIView):
 
 class MeOut(serializers.Serializer):
     username = serializers.CharField()
+    email = serializers.CharField()
     roles = serializers.ListField(child=serializers.CharField())
     organisation = serializers.IntegerField(allow_null=True)
     organisation_name = serializers.CharField(allow_null=True)
@@ -237,8 +240,22 @@ class MeApi(APIView):
         org = getattr(getattr(user, "profile", None), "organisation", None)
         return Response({
             "username": user.get_username(),
+            "email": user.email,
             "roles": sorted(user_roles(user)),
             "organisation": org.pk if org else None,
             "organisation_name": org.name if org else None,
             "projects": selectors.member_projects(user),
         })
+
+
+class MyNotificationsApi(mixins.ListModelMixin, generics.GenericAPIView):
+    """What awaits me or changed for me, newest first (paginated). Only ever my own."""
+
+    serializer_class = NotificationOut
+
+    def get_queryset(self):
+        return notification_list_for(user=self.request.user)
+
+    @extend_schema(responses=answers(NotificationOut(many=True), 401))
+    def get(self, request):
+        return self.list(request)

@@ -22,9 +22,12 @@ from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset
+from notifications.models import Kind
+from notifications.services import notify
 from organisations.models import UserProfile
 from tre import rounds
 from tre.errors import Forbidden, Invalid, NotFound, WrongState
+from tre.roles import Role
 
 from . import policies
 from .grants import PROJECT_PERMISSIONS, RESEARCH_PERMISSIONS, project_permissions_grant, project_permissions_revoke
@@ -186,9 +189,22 @@ def project_submit(*, project, actor, now=None, request=None) -> Project:
     if missing:
         raise Invalid(fields=missing)
     gaps = agreement_gaps_for([project])[project.pk]
-    return _apply(project, "submit", actor=actor, request=request, fields={"submitted_at": now or timezone.now()},
-                  data={"round": project.review_round,
-                        "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
+    _apply(project, "submit", actor=actor, request=request, fields={"submitted_at": now or timezone.now()},
+           data={"round": project.review_round,
+                 "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
+    notify(users=eligible_dac_members(project), kind=Kind.PROJECT_SUBMITTED, target=project,
+           text=f"Project {project.pk} “{project.title}” awaits your DAC vote (round {project.review_round})",
+           link=f"/api/v1/projects/{project.pk}/")
+    return project
+
+
+def eligible_dac_members(project):
+    """The active DAC members who may vote on ``project`` (policies.dac_eligible, as one query)."""
+    qs = (get_user_model().objects.filter(groups__name=Role.DAC.value, is_active=True)
+          .exclude(project_memberships__project=project).order_by("pk").distinct())
+    if project.organisation_id is not None:
+        qs = qs.exclude(profile__organisation_id=project.organisation_id)
+    return qs
 
 
 def approval_gaps(project) -> list[dict]:
@@ -247,7 +263,18 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
             _expire(project, now=now)  # approved after its end date: it reads as expired at once
         else:
             _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.approved", request=request)
+    if result.outcome in _DECIDED:
+        kind, verb = _DECIDED[result.outcome]
+        notify(users=[project.lead], kind=kind, target=project, link=f"/api/v1/projects/{project.pk}/",
+               text=f"Project {project.pk} “{project.title}” was {verb} by the DAC")
     return review
+
+
+_DECIDED = {
+    rounds.Outcome.APPROVED: (Kind.PROJECT_APPROVED, "approved"),
+    rounds.Outcome.REJECTED: (Kind.PROJECT_REJECTED, "rejected"),
+    rounds.Outcome.RETURNED: (Kind.PROJECT_RETURNED, "returned to you"),
+}
 
 
 # --- Suspend, reinstate, close, expire -----------------------------------------------------
