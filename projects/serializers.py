@@ -49,9 +49,15 @@ class ReviewIn(serializers.Serializer):
 
 class TransitionIn(serializers.Serializer):
     """``{reason}`` for suspend, reinstate and close. Its absence is reported by the service (400,
-    after the state check), so a transition that cannot happen answers 409 whatever the body."""
+    after the state check), so a transition that cannot happen answers 409 whatever the body.
+    ``comment`` is the deprecated name of ``reason``, still accepted (older clients and tests)."""
 
-    reason = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="", trim_whitespace=True)
+    reason = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="")
+    comment = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="",
+                                    help_text="deprecated: use reason")
+
+    def validate(self, attrs):
+        return {"reason": attrs.get("reason", "").strip() or attrs.pop("comment", "")}
 
 
 class MemberOut(serializers.Serializer):

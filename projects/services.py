@@ -281,7 +281,8 @@ _DECIDED = {
 
 def _require_reason(reason) -> str:
     """Suspend, reinstate, close and revoke each need a non-empty reason (DESIGN §3). Checked
-    after the state, so a request that could never succeed answers 409 rather than 400."""
+    after the state, so a request that could never succeed answers 409 rather than 400. (The
+    services' ``comment`` argument is the deprecated name of ``reason``.)"""
     reason = (reason or "").strip()
     if not reason:
         raise Invalid(fields={"reason": ["a reason is required"]})
@@ -289,11 +290,11 @@ def _require_reason(reason) -> str:
 
 
 @transaction.atomic
-def project_suspend(*, project, actor, reason: str = "", now=None, request=None) -> Project:
+def project_suspend(*, project, actor, reason: str = "", comment: str = "", now=None, request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
     transitions.check(TRANSITIONS, project, "suspend", status=project.effective_status())
-    reason = _require_reason(reason)
+    reason = _require_reason(reason or comment)
     _apply(project, "suspend", actor=actor, request=request, fields={"suspended_at": now or timezone.now()},
            data={"reason": reason})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.suspended", request=request)
@@ -301,11 +302,11 @@ def project_suspend(*, project, actor, reason: str = "", now=None, request=None)
 
 
 @transaction.atomic
-def project_reinstate(*, project, actor, reason: str = "", request=None) -> Project:
+def project_reinstate(*, project, actor, reason: str = "", comment: str = "", request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
     transitions.check(TRANSITIONS, project, "reinstate", status=project.effective_status())  # not when expired
-    reason = _require_reason(reason)
+    reason = _require_reason(reason or comment)
     _apply(project, "reinstate", actor=actor, request=request, fields={"suspended_at": None},
            data={"reason": reason})
     _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.reinstated", request=request)
@@ -313,13 +314,13 @@ def project_reinstate(*, project, actor, reason: str = "", request=None) -> Proj
 
 
 @transaction.atomic
-def project_close(*, project, actor, reason: str = "", now=None, request=None) -> Project:
+def project_close(*, project, actor, reason: str = "", comment: str = "", now=None, request=None) -> Project:
     """The lead or an eligible DAC member closes an approved, suspended or expired project."""
     project = _lock(project)
     policies.require_lead_or_eligible_dac(actor, project, "close it")
     previous = project.effective_status()
     transitions.check(TRANSITIONS, project, "close", status=previous)
-    reason = _require_reason(reason)
+    reason = _require_reason(reason or comment)
     _apply(project, "close", actor=actor, request=request, fields={"closed_at": now or timezone.now()},
            data={"reason": reason, "previous_status": previous})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.closed", request=request)

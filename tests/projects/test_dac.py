@@ -164,7 +164,7 @@ def test_a_reason_is_required(action, status, who, audited, lead, client_for):
     client = client_for(actor)
     url = f"{API}/projects/{project.pk}/{action}/"
     since = last_seq()
-    for body in (None, {}, {"reason": ""}, {"reason": "   "}, {"comment": "the old field name"}):
+    for body in (None, {}, {"reason": ""}, {"reason": "   "}, {"comment": ""}):
         response = client.post(url, body, format="json")
         assert response.status_code == 400, (body, response.content)
         assert response.json() == {"reason": ["a reason is required"]}
@@ -205,7 +205,7 @@ def test_agreement_revoke_needs_a_reason(client_for, anon):
     assert anon.post(url, {"reason": "x"}, format="json").status_code == 401
     assert client_for(UserFactory()).post(url, {"reason": "x"}, format="json").status_code == 403
     assert custodian.post(f"{API}/agreements/999999/revoke/", {"reason": "x"}, format="json").status_code == 404
-    for body in (None, {"reason": ""}, {"comment": "the old field name"}):
+    for body in (None, {"reason": ""}, {"comment": "  "}):
         response = custodian.post(url, body, format="json")
         assert response.status_code == 400 and response.json() == {"reason": ["a reason is required"]}
     assert Agreement.objects.get(pk=agreement.pk).status == "active"
@@ -213,3 +213,17 @@ def test_agreement_revoke_needs_a_reason(client_for, anon):
     assert done.status_code == 200 and done.json()["revoke_reason"] == "data breach at the applicant"
     assert AuditEvent.objects.get(action="agreement.revoked").data["reason"] == "data breach at the applicant"
     assert custodian.post(url, {}, format="json").status_code == 409  # the state is checked first
+
+
+def test_comment_is_still_accepted_as_the_deprecated_name_of_reason(lead, client_for):
+    project = ProjectFactory(lead=lead, status="approved")
+    dac = client_for(UserFactory(role="dac", organisation="DAC Org"))
+    response = dac.post(f"{API}/projects/{project.pk}/suspend/", {"comment": "older client"}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "suspended"
+    assert AuditEvent.objects.get(action="project.suspended").data == {"reason": "older client"}
+    both = dac.post(f"{API}/projects/{project.pk}/reinstate/", {"reason": "wins", "comment": "ignored"}, format="json")
+    assert both.status_code == 200 and AuditEvent.objects.get(action="project.reinstated").data == {"reason": "wins"}
+    agreement = AgreementFactory(status="active")
+    revoked = client_for(UserFactory(role="custodian")).post(f"{API}/agreements/{agreement.pk}/revoke/",
+                                                             {"comment": "older client"}, format="json")
+    assert revoked.status_code == 200 and revoked.json()["revoke_reason"] == "older client"
