@@ -67,6 +67,6 @@ class AgreementRevokeApi(APIView):
         agreement = selectors.agreement_get_for(user=request.user, pk=pk)
         body = AgreementRevokeIn(data=request.data)
         body.is_valid(raise_exception=True)
-        reason = body.validated_data["comment"] or body.validated_data["reason"]
-        services.agreement_revoke(agreement=agreement, actor=request.user, reason=reason, request=request)
+        services.agreement_revoke(agreement=agreement, actor=request.user, reason=body.validated_data["reason"],
+                                  request=request)
         return Response(AgreementOut(selectors.agreement_get_for(user=request.user, pk=pk)).data)

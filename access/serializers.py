@@ -56,8 +56,15 @@ class AgreementIn(serializers.Serializer):
 
 
 class AgreementRevokeIn(serializers.Serializer):
-    comment = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+    """``{reason}``; a blank or missing reason is refused by the service (400, after the state check).
+    ``comment`` is the deprecated name of ``reason``, still accepted."""
+
     reason = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+    comment = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="",
+                                    help_text="deprecated: use reason")
+
+    def validate(self, attrs):
+        return {"reason": attrs.get("reason", "").strip() or attrs.pop("comment", "")}
 
 
 class AgreementOut(serializers.ModelSerializer):

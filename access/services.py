@@ -54,10 +54,15 @@ def agreement_activate(*, agreement, actor, now=None, request=None) -> Agreement
 @transaction.atomic
 def agreement_revoke(*, agreement, actor, reason: str = "", now=None, request=None) -> Agreement:
     """``active → revoked`` (a draft may be revoked too, i.e. abandoned). Takes effect at once:
-    the access decision only counts active agreements."""
+    the access decision only counts active agreements. ``reason`` is required (400 when blank,
+    checked after the state: revoking a revoked agreement is 409 whatever the body)."""
     agreement = Agreement.objects.select_for_update().get(pk=agreement.pk)
     previous = agreement.status
+    transitions.check(TRANSITIONS, agreement, "revoke")
+    reason = (reason or "").strip()
+    if not reason:
+        raise Invalid(fields={"reason": ["a reason is required"]})
     return transitions.apply(TRANSITIONS, agreement, "revoke", actor=actor, request=request,
                              fields={"revoked_by": actor, "revoked_at": now or timezone.now(), "revoke_reason": reason},
                              data={"organisation": agreement.organisation_id, "previous_status": previous,
-                                   "comment": reason})
+                                   "reason": reason})

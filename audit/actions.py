@@ -14,6 +14,7 @@ class AuditAction(StrEnum):
     USER_CREATED = "user.created"
     USER_ORGANISATION_SET = "user.organisation_set"
     USER_STAFF_SET = "user.staff_set"
+    USER_EMAIL_SET = "user.email_set"
     ROLE_GRANTED = "role.granted"
     PERMISSION_GRANTED = "permission.granted"
     PERMISSION_REVOKED = "permission.revoked"

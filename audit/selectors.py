@@ -8,6 +8,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from tre.errors import Invalid
 
+from .chain import canonical, iso_utc
 from .models import AuditEvent
 
 FILTERS = ("actor", "action", "project", "target_type", "target_id", "since", "until")
@@ -55,6 +56,7 @@ def present_event(e: AuditEvent) -> dict:
         "seq": e.seq,
         "timestamp": e.timestamp.isoformat().replace("+00:00", "Z"),
         "actor": e.actor,
+        "actor_id": e.actor_id,
         "action": e.action,
         "target_type": e.target_type,
         "target_id": e.target_id,
@@ -64,3 +66,21 @@ def present_event(e: AuditEvent) -> dict:
         "prev_hash": e.prev_hash,
         "hash": e.hash,
     }
+
+
+# The fields of an export, in order: every field the hash covers, then the two hashes (docs/audit.md).
+EXPORT_FIELDS = ("seq", "timestamp", "actor", "actor_id", "action", "target_type", "target_id", "project", "data",
+                 "ip", "prev_hash", "hash")
+
+
+def export_rows(qs, chunk_size: int = 2000):
+    """The events of ``qs`` in the exact form they were hashed (audit/chain.py): ``timestamp`` as
+    ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` in UTC, ``data`` as its canonical JSON *text* (orjson,
+    sorted keys, compact, UTF-8), the other fields as stored (``actor_id``, ``project`` and ``ip``
+    may be null). An auditor re-hashes a row without re-serialising ``data`` (which a JSON library
+    might render differently, e.g. ``1e16`` for ``1e+16``)."""
+    for row in qs.values_list(*EXPORT_FIELDS).iterator(chunk_size=chunk_size):
+        seq, ts, actor, actor_id, action, ttype, tid, project, data, ip, prev_hash, digest = row
+        yield {"seq": seq, "timestamp": iso_utc(ts), "actor": actor, "actor_id": actor_id, "action": action,
+               "target_type": ttype, "target_id": tid, "project": project, "data": canonical(data).decode(),
+               "ip": None if ip is None else str(ip), "prev_hash": prev_hash, "hash": digest}

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import Group
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -51,9 +53,10 @@ def organisation_create(*, name: str, sector: str, actor, request=None) -> Organ
 
 @transaction.atomic
 def user_upsert(*, username: str, password: str | None, roles=(), organisation: str | None = None,
-                sector: str = Sector.ACADEMIC, actor=None, staff: bool | None = None):
-    """Create or update a user: password, role groups, organisation, (optionally) the staff flag
-    that lets a custodian or DAC member read the admin. Idempotent."""
+                sector: str = Sector.ACADEMIC, actor=None, staff: bool | None = None, email: str | None = None):
+    """Create or update a user: password, e-mail (where notifications go), role groups,
+    organisation, (optionally) the staff flag that lets a custodian or DAC member read the admin.
+    Idempotent."""
     unknown = [r for r in roles if r not in ROLE_ALIASES]
     if unknown:
         raise Invalid(fields={"role": [f"unknown role {r!r}; one of dac, output_checker, custodian, auditor" for r in unknown]})
@@ -69,6 +72,18 @@ def user_upsert(*, username: str, password: str | None, roles=(), organisation: 
         if not user.groups.filter(pk=group.pk).exists():
             user.groups.add(group)
             audit_record(actor=actor, action=AuditAction.ROLE_GRANTED, target=("user", user.pk), data={"username": username, "role": group.name})
+    if email is not None:
+        email = email.strip()
+        if email:
+            try:
+                validate_email(email)
+            except ValidationError:
+                raise Invalid(fields={"email": [f"not an e-mail address: {email!r}"]}) from None
+        if user.email != email:
+            user.email = email
+            user.save(update_fields=["email"])
+            audit_record(actor=actor, action=AuditAction.USER_EMAIL_SET, target=("user", user.pk),
+                         data={"username": username})
     if staff is not None and user.is_staff != staff:
         user.is_staff = staff
         user.save(update_fields=["is_staff"])

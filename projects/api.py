@@ -11,12 +11,14 @@ from rest_framework.views import APIView
 
 from access.selectors import agreement_gaps_for
 from environment.serializers import DictionaryOut
+from notifications.selectors import notification_list_for
+from notifications.serializers import NotificationOut
 from tre.openapi import answers
 from tre.roles import Role, has_role, user_roles
 
 from . import policies, selectors, services
 from .models import ProjectReview
-from .serializers import MemberIn, ProjectIn, ProjectOut, RegisterOut, ReviewIn, ReviewOut, TransitionIn
+from .serializers import MemberIn, ProjectIn, ProjectOut, RegisterDetailOut, RegisterOut, ReviewIn, ReviewOut, TransitionIn
 
 
 def _project_out(request, pk, *, code=status.HTTP_200_OK) -> Response:
@@ -31,14 +33,23 @@ class ProjectListApi(mixins.ListModelMixin, generics.GenericAPIView):
     serializer_class = ProjectOut
 
     def get_queryset(self):
-        return selectors.project_list_for(user=self.request.user)
+        params = self.request.query_params
+        return selectors.project_list_for(user=self.request.user, status=params.get("status"),
+                                          awaiting_my_vote=params.get("awaiting_my_vote"))
 
     def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.get_queryset())
         data = ProjectOut(page, many=True, context={"gaps": agreement_gaps_for(page)}).data
         return self.get_paginated_response(data)
 
-    @extend_schema(responses=answers(ProjectOut(many=True), 401))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, description="effective status(es), comma-separated: "
+                             + ", ".join(selectors.PROJECT_STATUSES) + " (400 naming the choices otherwise)"),
+            OpenApiParameter("awaiting_my_vote", bool, description="true: submitted projects on which you may "
+                             "vote (DAC, no conflict of interest) and have not voted in the current round"),
+        ],
+        responses=answers(ProjectOut(many=True), 400, 401))
     def get(self, request):
         return self.list(request)
 
@@ -133,7 +144,8 @@ class ProjectReviewsApi(mixins.ListModelMixin, generics.GenericAPIView):
 
 
 class _TransitionApi(APIView):
-    """``POST {comment?}`` → the project. ``check`` (403) runs before the body is read."""
+    """``POST {reason}`` → the project. ``check`` (403) runs before the body is read; the service
+    checks the state (409) before the reason (400: required, non-empty)."""
 
     check: Any = None  # the policy that may refuse (403), a staticmethod in subclasses
     service: Any = None  # the service that applies the transition
@@ -182,11 +194,14 @@ class RegisterApi(mixins.ListModelMixin, generics.GenericAPIView):
 
     def get_queryset(self):
         params = self.request.query_params
-        return selectors.register_list(organisation=params.get("organisation"), dataset=params.get("dataset"),
+        return selectors.register_list(status=params.get("status"), search=params.get("search"),
+                                       organisation=params.get("organisation"), dataset=params.get("dataset"),
                                        commercial=params.get("commercial"))
 
     @extend_schema(
         parameters=[
+            OpenApiParameter("status", str, description="approved, suspended, closed or expired (comma-separated)"),
+            OpenApiParameter("search", str, description="words found in the title, lay summary or organisation name"),
             OpenApiParameter("organisation", str, description="organisation id or name"),
             OpenApiParameter("dataset", str, description="dataset id or name"),
             OpenApiParameter("commercial", bool, description="true or false"),
@@ -197,10 +212,22 @@ class RegisterApi(mixins.ListModelMixin, generics.GenericAPIView):
         return self.list(request)
 
 
+class RegisterDetailApi(APIView):
+    """One project on the public register, with its released outputs (404 if not on the register)."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses=answers(RegisterDetailOut, 404))
+    def get(self, request, pk):
+        return Response(RegisterDetailOut(selectors.register_get(pk=pk)).data)
+
+
 # --- me: who am I, and in which projects ------------------------------------------------------
 
 class MeOut(serializers.Serializer):
     username = serializers.CharField()
+    email = serializers.CharField()
     roles = serializers.ListField(child=serializers.CharField())
     organisation = serializers.IntegerField(allow_null=True)
     organisation_name = serializers.CharField(allow_null=True)
@@ -214,11 +241,25 @@ class MeApi(APIView):
         org = getattr(getattr(user, "profile", None), "organisation", None)
         return Response({
             "username": user.get_username(),
+            "email": user.email,
             "roles": sorted(user_roles(user)),
             "organisation": org.pk if org else None,
             "organisation_name": org.name if org else None,
             "projects": selectors.member_projects(user),
         })
+
+
+class MyNotificationsApi(mixins.ListModelMixin, generics.GenericAPIView):
+    """What awaits me or changed for me, newest first (paginated). Only ever my own."""
+
+    serializer_class = NotificationOut
+
+    def get_queryset(self):
+        return notification_list_for(user=self.request.user)
+
+    @extend_schema(responses=answers(NotificationOut(many=True), 401))
+    def get(self, request):
+        return self.list(request)
 
 
 class DatasetDictionaryApi(APIView):

@@ -9,20 +9,20 @@ Who sees a project (``project_list_for`` / ``project_get_for``):
 - nobody else (404).
 """
 
-from django.apps import apps
-from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from environment.models import Dataset
+from organisations.models import UserProfile
 from tre.errors import Invalid, NotFound
 from tre.roles import Role, has_role
 
 from .models import Project, ProjectMembership, ProjectReview
 
 REGISTER_STATUSES = (Project.Status.APPROVED, Project.Status.SUSPENDED, Project.Status.CLOSED)  # + read-time expired
-
+PROJECT_STATUSES = (*Project.Status.values, Project.EXPIRED)
+REGISTER_STATUS_CHOICES = ("approved", "suspended", "closed", "expired")
 
 
 def _with_relations(queryset):
@@ -43,8 +43,58 @@ def visible_projects(user):
     return visible
 
 
-def project_list_for(*, user):
-    return _with_relations(visible_projects(user)).order_by("-created_at", "-id")
+def _effective_status_q(status: str, today) -> Q:
+    """The projects whose *effective* status (``Project.effective_status``) is ``status``."""
+    ended = Q(end_date__isnull=False, end_date__lt=today)
+    if status == Project.EXPIRED:
+        return Q(status__in=[Project.Status.APPROVED, Project.Status.SUSPENDED]) & ended
+    if status in (Project.Status.APPROVED, Project.Status.SUSPENDED):
+        return Q(status=status) & ~ended
+    return Q(status=status)
+
+
+def _statuses(value: str | None, choices, field: str = "status") -> list[str]:
+    """``?status=a,b`` → ``[a, b]``; an unknown status is a 400 naming the choices."""
+    wanted = [v.strip() for v in (value or "").split(",") if v.strip()]
+    unknown = [v for v in wanted if v not in choices]
+    if unknown:
+        raise Invalid(fields={field: [f"unknown status {v!r}: one of {', '.join(choices)}" for v in unknown]})
+    return wanted
+
+
+def _filter_statuses(qs, statuses, today=None):
+    if not statuses:
+        return qs
+    today = today or timezone.localdate()
+    q = Q()
+    for status in statuses:
+        q |= _effective_status_q(status, today)
+    return qs.filter(q)
+
+
+def awaiting_vote_of(user):
+    """Submitted projects on which ``user`` may vote (DAC, no conflict of interest: not a member,
+    not of their organisation) and has not voted in the current round. Empty for anyone else."""
+    if not has_role(user, Role.DAC) or not user.is_active:
+        return Project.objects.none()
+    voted = ProjectReview.objects.filter(project=OuterRef("pk"), reviewer_id=user.pk, round=OuterRef("review_round"))
+    qs = (Project.objects.filter(status=Project.Status.SUBMITTED).exclude(memberships__user_id=user.pk)
+          .exclude(Exists(voted)))
+    org_id = UserProfile.objects.filter(user_id=user.pk).values_list("organisation_id", flat=True).first()
+    if org_id is not None:
+        qs = qs.exclude(organisation_id=org_id)
+    return qs
+
+
+def project_list_for(*, user, status: str | None = None, awaiting_my_vote: str | None = None):
+    """The projects ``user`` may see, newest first; ``status`` (comma-separated effective statuses,
+    400 naming the choices when unknown) and ``awaiting_my_vote`` (``true``: only those awaiting
+    the user's DAC vote) narrow it."""
+    qs = visible_projects(user)
+    qs = _filter_statuses(qs, _statuses(status, PROJECT_STATUSES))
+    if awaiting_my_vote not in (None, "") and _boolean(awaiting_my_vote, "awaiting_my_vote"):
+        qs = qs.filter(pk__in=awaiting_vote_of(user).values("pk"))
+    return _with_relations(qs).order_by("-created_at", "-id")
 
 
 def project_get_for(*, user, pk) -> Project:
@@ -76,31 +126,12 @@ def review_list_for(*, user, project):
 
 
 # --- The public register ------------------------------------------------------------------
+# ``outputs`` sits above ``projects`` in the layers, so released outputs are read through the
+# reverse relation ``Project.outputs`` (the ``related_name`` of ``outputs.Output.project``) by
+# field name, without importing the outputs app: an output has a ``status`` (``"released"``), a
+# ``released_at`` and its query's ``title``.
 
-def _output_model():
-    try:
-        return apps.get_model("outputs", "Output")
-    except LookupError:
-        return None
-
-
-def released_output_count(project=None):
-    """How many of a project's outputs were released.
-
-    With ``project``: the number for that project. Without: an expression to annotate a project
-    queryset with (one query for the whole list). Both are 0 while the outputs app has no
-    ``Output`` model (it needs a ``project`` foreign key and a ``status`` field, ``"released"``).
-    """
-    output = _output_model()
-    if project is not None:
-        if output is None:
-            return 0
-        return output.objects.filter(project_id=project.pk, status="released").count()
-    if output is None:
-        return Value(0, output_field=IntegerField())
-    counted = (output.objects.filter(project_id=OuterRef("pk"), status="released").order_by()
-               .values("project_id").annotate(n=Count("pk")).values("n"))
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+RELEASED = "released"
 
 
 def _id_or_name(value: str, *, id_field: str, name_field: str) -> Q:
@@ -120,9 +151,26 @@ def _boolean(value: str, field: str) -> bool:
     raise Invalid(fields={field: [f"must be true or false, not {value!r}"]})
 
 
-def register_list(*, organisation: str | None = None, dataset: str | None = None, commercial: str | None = None):
-    """Approved, suspended, closed and expired projects for the public register, filtered."""
-    qs = Project.objects.filter(status__in=REGISTER_STATUSES)
+def _register_projects():
+    return Project.objects.filter(status__in=REGISTER_STATUSES)
+
+
+def _register_relations(qs):
+    return (qs.select_related("organisation")
+            .prefetch_related(Prefetch("datasets", queryset=Dataset.objects.only("id", "name")))
+            .annotate(outputs_released=Count("outputs", filter=Q(outputs__status=RELEASED), distinct=True)))
+
+
+def register_list(*, status: str | None = None, search: str | None = None, organisation: str | None = None,
+                  dataset: str | None = None, commercial: str | None = None):
+    """Approved, suspended, closed and expired projects for the public register, filtered:
+    ``status`` (effective statuses, comma-separated; 400 naming the choices), ``search`` (words,
+    each found in the title, lay summary or organisation name, any case), ``organisation`` and
+    ``dataset`` (id or exact name, any case), ``commercial`` (true/false)."""
+    qs = _filter_statuses(_register_projects(), _statuses(status, REGISTER_STATUS_CHOICES))
+    for word in (search or "").split()[:10]:
+        qs = qs.filter(Q(title__icontains=word) | Q(lay_summary__icontains=word)
+                       | Q(organisation__name__icontains=word))
     if organisation:
         qs = qs.filter(_id_or_name(organisation, id_field="organisation_id", name_field="organisation__name"))
     if dataset:
@@ -131,10 +179,19 @@ def register_list(*, organisation: str | None = None, dataset: str | None = None
         qs = qs.filter(pk__in=matching)
     if commercial not in (None, ""):
         qs = qs.filter(commercial=_boolean(commercial, "commercial"))
-    return (qs.select_related("organisation")
-            .prefetch_related(Prefetch("datasets", queryset=Dataset.objects.only("id", "name")))
-            .annotate(outputs_released=released_output_count())
-            .order_by("-approved_at", "-id"))
+    return _register_relations(qs).order_by("-approved_at", "-id")
+
+
+def register_get(*, pk) -> Project:
+    """One register entry with ``released_outputs`` (``[{id, title, released_at}]``, oldest
+    first); 404 for a project that is not on the register."""
+    project = _register_relations(_register_projects()).filter(pk=pk).first()
+    if project is None:
+        raise NotFound("no such project on the register")
+    project.released_outputs = list(
+        project.outputs.filter(status=RELEASED).order_by("released_at", "pk")
+        .values("id", "released_at", title=F("query__title")))
+    return project
 
 
 def dataset_dictionary_for(*, user, pk) -> Dataset:

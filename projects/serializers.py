@@ -48,7 +48,16 @@ class ReviewIn(serializers.Serializer):
 
 
 class TransitionIn(serializers.Serializer):
-    comment = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="")
+    """``{reason}`` for suspend, reinstate and close. Its absence is reported by the service (400,
+    after the state check), so a transition that cannot happen answers 409 whatever the body.
+    ``comment`` is the deprecated name of ``reason``, still accepted (older clients and tests)."""
+
+    reason = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="")
+    comment = serializers.CharField(max_length=10_000, allow_blank=True, required=False, default="",
+                                    help_text="deprecated: use reason")
+
+    def validate(self, attrs):
+        return {"reason": attrs.get("reason", "").strip() or attrs.pop("comment", "")}
 
 
 class MemberOut(serializers.Serializer):
@@ -144,6 +153,7 @@ class RegisterOut(serializers.Serializer):
     approved_at = serializers.DateTimeField()
     start_date = serializers.DateField()
     end_date = serializers.DateField()
+    opt_outs_applied = serializers.SerializerMethodField()
     outputs_released = serializers.IntegerField()
 
     def get_organisation(self, obj) -> str | None:
@@ -155,7 +165,24 @@ class RegisterOut(serializers.Serializer):
     def get_datasets(self, obj) -> list[str]:
         return sorted(d.name for d in obj.datasets.all())
 
+    def get_opt_outs_applied(self, obj) -> bool:
+        # Every query of every project excludes registered opt-outs from the moment they are
+        # registered (DESIGN §4); there is no way to run without them (docs/DESIGN.md, Additions).
+        return True
+
     @extend_schema_field(NamedChoiceField(enum_name="RegisterStatusEnum",
                                           choices=["approved", "suspended", "closed", "expired"]))
     def get_status(self, obj):
         return obj.effective_status()
+
+
+class ReleasedOutputOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    released_at = serializers.DateTimeField()
+
+
+class RegisterDetailOut(RegisterOut):
+    """A register entry and its released outputs (title and date), oldest first."""
+
+    released_outputs = ReleasedOutputOut(many=True)

@@ -22,9 +22,12 @@ from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset
+from notifications.models import Kind
+from notifications.services import notify
 from organisations.models import UserProfile
 from tre import rounds
 from tre.errors import Forbidden, Invalid, NotFound, WrongState
+from tre.roles import Role
 
 from . import policies
 from .grants import PROJECT_PERMISSIONS, RESEARCH_PERMISSIONS, project_permissions_grant, project_permissions_revoke
@@ -186,9 +189,28 @@ def project_submit(*, project, actor, now=None, request=None) -> Project:
     if missing:
         raise Invalid(fields=missing)
     gaps = agreement_gaps_for([project])[project.pk]
-    return _apply(project, "submit", actor=actor, request=request, fields={"submitted_at": now or timezone.now()},
-                  data={"round": project.review_round,
-                        "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
+    _apply(project, "submit", actor=actor, request=request, fields={"submitted_at": now or timezone.now()},
+           data={"round": project.review_round,
+                 "agreement_gaps": [{"dataset": g["dataset"], "reason": g["reason"]} for g in gaps]})
+    notify(users=eligible_dac_members(project), kind=Kind.PROJECT_SUBMITTED, target=project,
+           text=f"Project {project.pk} “{project.title}” awaits your DAC vote (round {project.review_round})",
+           link=f"/api/v1/projects/{project.pk}/")
+    return project
+
+
+def eligible_dac_members(project):
+    """The active DAC members who may vote on ``project`` (policies.dac_eligible, as one query)."""
+    qs = (get_user_model().objects.filter(groups__name=Role.DAC.value, is_active=True)
+          .exclude(project_memberships__project=project).order_by("pk").distinct())
+    if project.organisation_id is not None:
+        qs = qs.exclude(profile__organisation_id=project.organisation_id)
+    return qs
+
+
+def approval_gaps(project) -> list[dict]:
+    """The agreement gaps that bar an approve vote (DESIGN §2): datasets the project requests with
+    no active, in-date agreement for its organisation that allows its use. Empty: it may be approved."""
+    return agreement_gaps_for([project])[project.pk]
 
 
 def _ballots(project) -> list[rounds.Ballot]:
@@ -216,6 +238,12 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
     this_round = project.review_round
     if ProjectReview.objects.filter(project=project, reviewer=actor, round=this_round).exists():
         raise WrongState(f"you have already voted in review round {this_round}", status=project.status)
+    if decision == Vote.APPROVE:
+        gaps = approval_gaps(project)
+        if gaps:
+            named = "; ".join(f"{g['dataset_name']} ({g['reason']})" for g in gaps)
+            raise WrongState(f"the project cannot be approved while datasets lack a usable agreement: {named}",
+                             status=project.status, agreement_gaps=gaps)
     now = now or timezone.now()
     review = ProjectReview.objects.create(project=project, reviewer=actor, decision=decision, comment=comment,
                                           round=this_round)
@@ -235,39 +263,66 @@ def project_review(*, project, actor, decision: str, comment: str, now=None, req
             _expire(project, now=now)  # approved after its end date: it reads as expired at once
         else:
             _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.approved", request=request)
+    if result.outcome in _DECIDED:
+        kind, verb = _DECIDED[result.outcome]
+        notify(users=[project.lead], kind=kind, target=project, link=f"/api/v1/projects/{project.pk}/",
+               text=f"Project {project.pk} “{project.title}” was {verb} by the DAC")
     return review
+
+
+_DECIDED = {
+    rounds.Outcome.APPROVED: (Kind.PROJECT_APPROVED, "approved"),
+    rounds.Outcome.REJECTED: (Kind.PROJECT_REJECTED, "rejected"),
+    rounds.Outcome.RETURNED: (Kind.PROJECT_RETURNED, "returned to you"),
+}
 
 
 # --- Suspend, reinstate, close, expire -----------------------------------------------------
 
+def _require_reason(reason) -> str:
+    """Suspend, reinstate, close and revoke each need a non-empty reason (DESIGN §3). Checked
+    after the state, so a request that could never succeed answers 409 rather than 400. (The
+    services' ``comment`` argument is the deprecated name of ``reason``.)"""
+    reason = (reason or "").strip()
+    if not reason:
+        raise Invalid(fields={"reason": ["a reason is required"]})
+    return reason
+
+
 @transaction.atomic
-def project_suspend(*, project, actor, comment: str = "", now=None, request=None) -> Project:
+def project_suspend(*, project, actor, reason: str = "", comment: str = "", now=None, request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
+    transitions.check(TRANSITIONS, project, "suspend", status=project.effective_status())
+    reason = _require_reason(reason or comment)
     _apply(project, "suspend", actor=actor, request=request, fields={"suspended_at": now or timezone.now()},
-           data={"comment": comment})
+           data={"reason": reason})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.suspended", request=request)
     return project
 
 
 @transaction.atomic
-def project_reinstate(*, project, actor, comment: str = "", request=None) -> Project:
+def project_reinstate(*, project, actor, reason: str = "", comment: str = "", request=None) -> Project:
     project = _lock(project)
     policies.require_eligible_dac(actor, project)
-    _apply(project, "reinstate", actor=actor, request=request, fields={"suspended_at": None},  # not when expired
-           data={"comment": comment})
+    transitions.check(TRANSITIONS, project, "reinstate", status=project.effective_status())  # not when expired
+    reason = _require_reason(reason or comment)
+    _apply(project, "reinstate", actor=actor, request=request, fields={"suspended_at": None},
+           data={"reason": reason})
     _grant_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.reinstated", request=request)
     return project
 
 
 @transaction.atomic
-def project_close(*, project, actor, comment: str = "", now=None, request=None) -> Project:
+def project_close(*, project, actor, reason: str = "", comment: str = "", now=None, request=None) -> Project:
     """The lead or an eligible DAC member closes an approved, suspended or expired project."""
     project = _lock(project)
     policies.require_lead_or_eligible_dac(actor, project, "close it")
     previous = project.effective_status()
+    transitions.check(TRANSITIONS, project, "close", status=previous)
+    reason = _require_reason(reason or comment)
     _apply(project, "close", actor=actor, request=request, fields={"closed_at": now or timezone.now()},
-           data={"comment": comment, "previous_status": previous})
+           data={"reason": reason, "previous_status": previous})
     _revoke_all(project, RESEARCH_PERMISSIONS, actor=actor, reason="project.closed", request=request)
     return project
 

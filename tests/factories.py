@@ -69,6 +69,7 @@ class DatasetFactory(factory.django.DjangoModelFactory):
 # --- Governance: projects and agreements -------------------------------------------------
 
 import datetime as _dt  # noqa: E402
+from unittest import mock  # noqa: E402
 
 from django.utils import timezone as _tz  # noqa: E402
 
@@ -109,7 +110,11 @@ class AgreementFactory(factory.django.DjangoModelFactory):
 class ProjectFactory(factory.django.DjangoModelFactory):
     """A project made through the services (so memberships, guardian grants and audit events are
     real): ``ProjectFactory(lead=u, members=[m], datasets=[ds], status="approved")``. Statuses
-    past ``submitted`` are reached with votes of fresh DAC members of their own organisation."""
+    past ``submitted`` are reached with votes of fresh DAC members of their own organisation.
+
+    The DAC's agreement rule (no approve vote while ``agreement_gaps`` is non-empty) is waived
+    here, so a test sets up exactly the agreements it is about, before or after the project; the
+    rule itself is tested through the service in tests/projects/test_dac.py."""
 
     class Meta:
         model = Project
@@ -145,13 +150,14 @@ class ProjectFactory(factory.django.DjangoModelFactory):
             decision = "return" if status == "returned" else "reject"
             services.project_review(project=project, actor=dac, decision=decision, comment="see comments")
         elif status in ("approved", "suspended", "closed"):
-            for _ in range(settings.TRE_DAC_APPROVALS):
-                dac = UserFactory(role="dac", organisation=OrganisationFactory())
-                services.project_review(project=project, actor=dac, decision="approve", comment="fine")
+            with mock.patch.object(services, "approval_gaps", return_value=[]):
+                for _ in range(settings.TRE_DAC_APPROVALS):
+                    dac = UserFactory(role="dac", organisation=OrganisationFactory())
+                    services.project_review(project=project, actor=dac, decision="approve", comment="fine")
             if status == "suspended":
-                services.project_suspend(project=project, actor=UserFactory(role="dac"), comment="paused")
+                services.project_suspend(project=project, actor=UserFactory(role="dac"), reason="paused")
             elif status == "closed":
-                services.project_close(project=project, actor=lead, comment="done")
+                services.project_close(project=project, actor=lead, reason="done")
         elif status != "submitted":
             raise ValueError(f"ProjectFactory cannot reach status {status!r}")
         project.refresh_from_db()

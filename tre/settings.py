@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "tre",
     "audit",
     "organisations",
+    "notifications",
     "environment",
     "access",
     "projects",
@@ -188,6 +189,14 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://tre")}
 if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":  # use Django's own Redis backend
     CACHES["default"]["BACKEND"] = "django.core.cache.backends.redis.RedisCache"
     CACHES["default"].pop("OPTIONS", None)
+
+# --- E-mail (notifications) ----------------------------------------------------------------
+# EMAIL_URL as django-environ reads it: smtp://user:password@host:587 (smtp+tls://, smtp+ssl://),
+# consolemail:// (the embedded default: mail is printed), filemail:///path, memorymail://.
+globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tre <tre@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+TRE_BASE_URL = env.str("TRE_BASE_URL", default="http://127.0.0.1:8000")  # links in e-mails
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://localhost/")

@@ -11,6 +11,7 @@ api_v1 = [
     path("", api.ApiRootApi.as_view(), name="api-root"),
     path("auth/token/", organisations_api.TokenApi.as_view(), name="auth-token"),
     path("me/", projects_api.MeApi.as_view(), name="me"),
+    path("me/notifications/", projects_api.MyNotificationsApi.as_view(), name="me-notifications"),
     path("", include("organisations.urls")),
     path("", include("access.urls")),
     path("", include("environment.urls")),

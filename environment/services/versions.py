@@ -15,6 +15,8 @@ from django.utils import timezone
 
 from audit.actions import AuditAction
 from audit.services import audit_record
+from notifications.models import Kind
+from notifications.services import notify
 
 from .. import store
 from ..ingest import build_version_file, load_failed, sniff_format
@@ -178,6 +180,10 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                 version.save()
                 audit_record(actor=None, action=AuditAction.DATASET_VERSION_FAILED, target=dataset,
                        data={"version": version.number, "version_id": version.pk, "error_count": version.error_count})
+            ready = version.status == DatasetVersion.Status.READY  # the uploader hears of it (after commit)
+            notify(users=[version.created_by], kind=Kind.VERSION_READY if ready else Kind.VERSION_FAILED, target=version,
+                   text=f"Version {version.number} of {dataset.name} " + ("is loaded" if ready else
+                        f"failed to load ({version.error_count} error(s))"), link=f"/api/v1/datasets/{dataset.pk}/versions/")
             return version
     except BaseException:
         if published is not None:

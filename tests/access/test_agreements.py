@@ -98,12 +98,12 @@ def test_agreement_lifecycle(custodian):
     assert list(AuditEvent.objects.values_list("action", flat=True)) == [
         "agreement.created", "agreement.activated", "agreement.revoked"]
     revoked = AuditEvent.objects.get(action="agreement.revoked")
-    assert revoked.data["comment"] == "breach" and revoked.data["previous_status"] == "active"
+    assert revoked.data["reason"] == "breach" and revoked.data["previous_status"] == "active"
 
 
 def test_a_draft_may_be_revoked_but_not_an_expired_draft_activated(custodian):
     draft = AgreementFactory(status="draft")
-    services.agreement_revoke(agreement=draft, actor=custodian)
+    services.agreement_revoke(agreement=draft, actor=custodian, reason="abandoned")
     assert Agreement.objects.get(pk=draft.pk).status == "revoked"
     stale = AgreementFactory(status="draft", valid_from=TODAY - dt.timedelta(days=30),
                              valid_until=TODAY - dt.timedelta(days=1))
@@ -156,7 +156,7 @@ def test_agreement_http_lifecycle(custodian, client_for):
     active = client.post(f"{API}/agreements/{pk}/activate/")
     assert active.status_code == 200 and active.json()["status"] == "active"
     assert client.post(f"{API}/agreements/{pk}/activate/").status_code == 409
-    revoked = client.post(f"{API}/agreements/{pk}/revoke/", {"comment": "ended early"}, format="json")
+    revoked = client.post(f"{API}/agreements/{pk}/revoke/", {"reason": "ended early"}, format="json")
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
     assert revoked.json()["revoke_reason"] == "ended early"
     assert client.post(f"{API}/agreements/{pk}/revoke/").status_code == 409

@@ -154,6 +154,6 @@ def test_removed_member_is_refused(w):
 def test_agreement_revocation_takes_effect_at_once(w):
     from access.services import agreement_revoke
 
-    agreement_revoke(agreement=w.agreement, actor=UserFactory(role="custodian"))
+    agreement_revoke(agreement=w.agreement, actor=UserFactory(role="custodian"), reason="breach")
     assert Agreement.objects.get(pk=w.agreement.pk).status == "revoked"
     assert check_access(user=w.member, project=w.project, datasets=[w.ds]).rule == "no_active_agreement"

@@ -131,9 +131,11 @@ def test_submit_states_and_completeness(lead, client_for):
     assert response.status_code == 400 and {"lay_summary", "datasets", "start_date"} <= set(response.json())
 
 
-def test_the_review_flow_over_http(lead, client_for, settings):
+def test_the_review_flow_over_http(lead, org, client_for, settings):
     member = UserFactory(username="milo")
-    project = ProjectFactory(lead=lead, members=[member], status="submitted")
+    dataset = DatasetFactory()
+    AgreementFactory(organisation=org, datasets=[dataset])  # no agreement gap (tests/projects/test_dac.py)
+    project = ProjectFactory(lead=lead, members=[member], datasets=[dataset], status="submitted")
     d1 = UserFactory(role="dac", organisation="DAC One")
     d2 = UserFactory(role="dac", organisation="DAC Two")
     url = f"{API}/projects/{project.pk}/reviews/"
@@ -196,10 +198,10 @@ def test_suspend_reinstate_close_over_http(lead, client_for):
     dac = client_for(UserFactory(role="dac", organisation="DAC"))
     url = f"{API}/projects/{project.pk}"
     assert dac.post(f"{url}/reinstate/").status_code == 409
-    assert dac.post(f"{url}/suspend/", {"comment": "audit finding"}, format="json").json()["status"] == "suspended"
+    assert dac.post(f"{url}/suspend/", {"reason": "audit finding"}, format="json").json()["status"] == "suspended"
     assert dac.post(f"{url}/suspend/").status_code == 409
-    assert dac.post(f"{url}/reinstate/").json()["status"] == "approved"
-    closed = client_for(lead).post(f"{url}/close/", {"comment": "done"}, format="json")
+    assert dac.post(f"{url}/reinstate/", {"reason": "resolved"}, format="json").json()["status"] == "approved"
+    closed = client_for(lead).post(f"{url}/close/", {"reason": "done"}, format="json")
     assert closed.status_code == 200 and closed.json()["status"] == "closed"
     for action in ("suspend", "reinstate", "close"):
         assert dac.post(f"{url}/{action}/").status_code == 409

@@ -31,7 +31,9 @@ def world(db):
         "auditor": UserFactory(username="auditor", role="auditor", organisation=gamma),
     }
     extra = UserFactory(username="mona", organisation=alpha)
-    return SimpleNamespace(users=users, alpha=alpha, extra=extra, dataset=DatasetFactory(name="episodes"))
+    dataset = DatasetFactory(name="episodes")
+    AgreementFactory(organisation=alpha, datasets=[dataset])  # no agreement gap: the DAC may approve
+    return SimpleNamespace(users=users, alpha=alpha, extra=extra, dataset=dataset)
 
 
 def target(world, kind):
@@ -84,20 +86,22 @@ ENDPOINTS = [
      "submitted", {"dac": 200, "lead": 403, "member": 403}, 404),
     ("reviews list", "get", lambda t: f"/projects/{t.pk}/reviews/", None, "submitted",
      {"dac": 200, "lead": 200, "member": 200}, 404),
-    ("suspend", "post", lambda t: f"/projects/{t.pk}/suspend/", lambda w: {"comment": "why"}, "approved",
+    ("suspend", "post", lambda t: f"/projects/{t.pk}/suspend/", lambda w: {"reason": "why"}, "approved",
      {"dac": 200, "lead": 403, "member": 403}, 404),
-    ("reinstate", "post", lambda t: f"/projects/{t.pk}/reinstate/", None, "suspended",
+    ("reinstate", "post", lambda t: f"/projects/{t.pk}/reinstate/", lambda w: {"reason": "why"}, "suspended",
      {"dac": 200, "lead": 403, "member": 403}, 404),
-    ("close", "post", lambda t: f"/projects/{t.pk}/close/", None, "approved",
+    ("close", "post", lambda t: f"/projects/{t.pk}/close/", lambda w: {"reason": "done"}, "approved",
      {"dac": 200, "lead": 200, "member": 403}, 404),
     ("agreements list", "get", lambda t: "/agreements/", None, None, {"custodian": 200}, 403),
     ("agreement create", "post", lambda t: "/agreements/", _agreement_body, None, {"custodian": 201}, 403),
     ("agreement detail", "get", lambda t: f"/agreements/{t.pk}/", None, "agreement_active", {"custodian": 200}, 403),
     ("agreement activate", "post", lambda t: f"/agreements/{t.pk}/activate/", None, "agreement_draft",
      {"custodian": 200}, 403),
-    ("agreement revoke", "post", lambda t: f"/agreements/{t.pk}/revoke/", None, "agreement_active",
+    ("agreement revoke", "post", lambda t: f"/agreements/{t.pk}/revoke/", lambda w: {"reason": "ended"},
+     "agreement_active",
      {"custodian": 200}, 403),
     ("register", "get", lambda t: "/register/", None, None, {r: 200 for r in ROLES}, None),
+    ("register detail", "get", lambda t: f"/register/{t.pk}/", None, "approved", {r: 200 for r in ROLES}, None),
     # a dataset's dictionary: custodians, and members of a project approved for it
     ("dataset dictionary (approved)", "get", lambda t: f"/datasets/{t.datasets.get().pk}/dictionary/", None, "approved",
      {"lead": 200, "member": 200, "custodian": 200}, 404),
@@ -141,6 +145,6 @@ def test_every_endpoint_is_in_the_matrix():
     covered = {"organisations", "organisation-detail", "projects", "project-detail", "project-members",
                "project-member", "project-submit", "project-reviews", "project-suspend", "project-reinstate",
                "project-close", "agreements", "agreement-detail", "agreement-activate", "agreement-revoke",
-               "register", "dataset-dictionary"}
+               "register", "register-detail", "dataset-dictionary"}
     assert names == covered
     assert get_resolver()  # the URLconf loads

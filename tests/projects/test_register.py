@@ -5,7 +5,6 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from projects import selectors
 from projects.models import Project
 from tests.factories import DatasetFactory, OrganisationFactory, ProjectFactory, UserFactory
 
@@ -13,7 +12,8 @@ pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/register/"
 FIELDS = {"id", "title", "lay_summary", "organisation", "sector", "purpose", "public_benefit", "legal_basis",
-          "commercial", "datasets", "status", "approved_at", "start_date", "end_date", "outputs_released"}
+          "commercial", "datasets", "status", "approved_at", "start_date", "end_date", "opt_outs_applied",
+          "outputs_released"}
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_only_public_statuses_and_exact_fields(anon, world):
         "sector": "nhs", "purpose": approved.purpose, "public_benefit": approved.public_benefit,
         "legal_basis": approved.legal_basis, "commercial": False, "datasets": ["episodes"], "status": "approved",
         "approved_at": entry["approved_at"], "start_date": str(approved.start_date),
-        "end_date": str(approved.end_date), "outputs_released": 0}
+        "end_date": str(approved.end_date), "opt_outs_applied": True, "outputs_released": 0}
     assert entry["approved_at"]
     assert shown["P expired"]["status"] == "expired" and shown["P expired"]["datasets"] == ["deaths", "episodes"]
     assert shown["P suspended"]["status"] == "suspended" and shown["P closed"]["status"] == "closed"
@@ -103,33 +103,53 @@ def test_register_costs_the_same_for_5_or_50(anon, django_assert_max_num_queries
     assert body["count"] == n and len(body["results"]) == n
 
 
-def test_released_output_count_without_an_output_model(world, monkeypatch):
-    monkeypatch.setattr(selectors, "_output_model", lambda: None)
-    projects = world[0]
-    assert selectors.released_output_count(projects["approved"]) == 0
-    assert list(selectors.register_list().values_list("outputs_released", flat=True)) == [0, 0, 0, 0]
+def test_released_outputs_are_counted_and_listed_on_the_detail(anon, world):
+    from tests.factories import OutputFactory
 
-
-def test_released_output_count_with_an_output_model(world, monkeypatch):
-    """Stand in for outputs.Output with any model that has ``project`` and ``status``: the
-    reviews (status-less) are mapped by a fake model whose ``status`` is the decision."""
-    from projects.models import ProjectReview
-
-    class FakeQS:
-        def __init__(self, qs):
-            self.qs = qs
-
-        def filter(self, **kw):
-            kw = {("decision" if k == "status" else k): ("approve" if v == "released" else v) for k, v in kw.items()}
-            return self.qs.filter(**kw)
-
-    class FakeOutput:
-        objects = FakeQS(ProjectReview.objects.all())
-
-    monkeypatch.setattr(selectors, "_output_model", lambda: FakeOutput)
-    projects = world[0]
+    projects, *_ = world
     approved = projects["approved"]
-    assert selectors.released_output_count(approved) == ProjectReview.objects.filter(
-        project=approved, decision="approve").count() > 0
-    counts = dict(selectors.register_list().values_list("pk", "outputs_released"))
-    assert counts[approved.pk] == selectors.released_output_count(approved)
+    lead = approved.lead
+    released = OutputFactory(project=approved, submitted_by=lead, status="released", title="Admissions by region")
+    OutputFactory(project=approved, submitted_by=lead, status="pending", title="Not yet")
+    counts = {p["title"]: p["outputs_released"] for p in _results(anon)["results"]}
+    assert counts == {"P approved": 1, "P suspended": 0, "P closed": 0, "P expired": 0}
+    detail = anon.get(f"{URL}{approved.pk}/")
+    assert detail.status_code == 200
+    body = detail.json()
+    assert set(body) == FIELDS | {"released_outputs"}
+    assert body["outputs_released"] == 1 and body["opt_outs_applied"] is True
+    released.refresh_from_db()
+    assert body["released_outputs"] == [{"id": released.pk, "title": "Admissions by region",
+                                         "released_at": body["released_outputs"][0]["released_at"]}]
+    assert body["released_outputs"][0]["released_at"].startswith(str(released.released_at.date()))
+
+
+def test_detail_is_404_for_projects_not_on_the_register(anon, world):
+    projects, *_ = world
+    for status in ("draft", "submitted", "returned", "rejected"):
+        response = anon.get(f"{URL}{projects[status].pk}/")
+        assert response.status_code == 404, status
+        assert response.json() == {"detail": "no such project on the register"}
+    assert anon.get(f"{URL}999999/").status_code == 404
+    for status in ("approved", "suspended", "closed", "expired"):
+        assert anon.get(f"{URL}{projects[status].pk}/").json()["status"] == status
+
+
+def test_status_and_search_filters(anon, world):
+    projects, nhs, uni, episodes, deaths = world
+    Project.objects.filter(pk=projects["approved"].pk).update(lay_summary="Asthma admissions after heatwaves")
+
+    def titles(query):
+        return {p["title"] for p in _results(anon, query)["results"]}
+
+    assert titles("?status=approved") == {"P approved"}
+    assert titles("?status=expired") == {"P expired"}
+    assert titles("?status=suspended,closed") == {"P suspended", "P closed"}
+    bad = anon.get(URL + "?status=draft")
+    assert bad.status_code == 400
+    assert bad.json() == {"status": ["unknown status 'draft': one of approved, suspended, closed, expired"]}
+    assert titles("?search=heatwave") == {"P approved"}  # lay summary, any case
+    assert titles("?search=p%20SUSPENDED") == {"P suspended"}  # every word, title
+    assert titles("?search=alpha") == {"P expired"}  # organisation name
+    assert titles("?search=north&status=closed") == {"P closed"}
+    assert titles("?search=nothing-like-this") == set()

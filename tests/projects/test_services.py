@@ -26,6 +26,13 @@ def _data(**over):
             "ethics_reference": "REC 1", **over}
 
 
+@pytest.fixture(autouse=True)
+def _no_agreement_gaps(monkeypatch):
+    """These tests are about votes and transitions; the rule that an approve vote needs every
+    requested dataset covered by an agreement is tested with real agreements in test_dac.py."""
+    monkeypatch.setattr(services, "approval_gaps", lambda project: [])
+
+
 @pytest.fixture
 def org():
     return OrganisationFactory(name="Alpha University")
@@ -306,16 +313,16 @@ def test_suspend_and_reinstate_move_the_research_permissions(lead, member, dac):
     project = ProjectFactory(lead=lead, members=[member], status="approved")
     judge = dac()
     since = last_seq()
-    services.project_suspend(project=project, actor=judge, comment="breach reported")
+    services.project_suspend(project=project, actor=judge, reason="breach reported")
     project.refresh_from_db()
     assert project.status == "suspended"
     assert held(member, project) == {"view_project"} and held(lead, project) == {"view_project"}
     assert actions(project, since=since) == ["project.suspended", "permission.revoked", "permission.revoked"]
-    assert AuditEvent.objects.get(action="project.suspended").data == {"comment": "breach reported"}
+    assert AuditEvent.objects.get(action="project.suspended").data == {"reason": "breach reported"}
     with pytest.raises(WrongState):
         services.project_suspend(project=project, actor=judge)
     since = last_seq()
-    services.project_reinstate(project=project, actor=judge, comment="resolved")
+    services.project_reinstate(project=project, actor=judge, reason="resolved")
     assert Project.objects.get(pk=project.pk).status == "approved" and held(member, project) == ALL
     assert actions(project, since=since) == ["project.reinstated", "permission.granted", "permission.granted"]
     with pytest.raises(WrongState):
@@ -335,12 +342,12 @@ def test_close_by_lead_or_dac(lead, member, dac):
     with pytest.raises(Forbidden) as info:
         services.project_close(project=approved, actor=member)
     assert info.value.extra["rule"] == "lead_or_dac"
-    services.project_close(project=approved, actor=lead, comment="finished")
+    services.project_close(project=approved, actor=lead, reason="finished")
     approved.refresh_from_db()
     assert approved.status == "closed" and approved.closed_at and held(member, approved) == {"view_project"}
-    assert AuditEvent.objects.get(action="project.closed", project=approved.pk).data["comment"] == "finished"
+    assert AuditEvent.objects.get(action="project.closed", project=approved.pk).data["reason"] == "finished"
     suspended = ProjectFactory(lead=lead, status="suspended")
-    services.project_close(project=suspended, actor=dac())
+    services.project_close(project=suspended, actor=dac(), reason="ethics lapsed")
     assert Project.objects.get(pk=suspended.pk).status == "closed"
     for status in ("draft", "submitted", "returned", "rejected", "closed"):
         with pytest.raises(WrongState):
@@ -358,7 +365,7 @@ def test_expired_reads_as_expired_and_cannot_be_reinstated_or_suspended(lead, da
     Project.objects.filter(pk=approved.pk).update(end_date=TODAY - dt.timedelta(days=1))
     with pytest.raises(WrongState):
         services.project_suspend(project=approved, actor=dac())
-    services.project_close(project=approved, actor=lead)  # an expired project may still be closed
+    services.project_close(project=approved, actor=lead, reason="ended")  # an expired project may still be closed
     assert Project.objects.get(pk=approved.pk).effective_status() == "closed"
 
 
@@ -418,8 +425,8 @@ def test_each_transition_rolls_back_when_its_audit_event_fails(step, lead, membe
         "member_add": lambda: services.project_member_add(project=project, actor=lead, username="milo"),
         "member_remove": lambda: services.project_member_remove(project=project, actor=lead, username="milo"),
         "submit": lambda: services.project_submit(project=project, actor=lead),
-        "suspend": lambda: services.project_suspend(project=project, actor=judge),
-        "close": lambda: services.project_close(project=project, actor=lead),
+        "suspend": lambda: services.project_suspend(project=project, actor=judge, reason="breach"),
+        "close": lambda: services.project_close(project=project, actor=lead, reason="done"),
     }[step]
     monkeypatch.setattr("projects.services.audit_record", _boom)
     monkeypatch.setattr("projects.grants.audit_record", _boom)

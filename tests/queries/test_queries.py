@@ -75,7 +75,7 @@ def test_access_refusals_are_403_naming_the_rule(sc, make_user):
     r = sc.submit("SELECT count(*) FROM hospital_spells", codes=(403,))
     assert r["rule"] == "dataset_not_approved"
     # the agreement is revoked: refused at submission
-    ok(sc.c(sc.custodian).post(f"/api/v1/agreements/{sc.agreement['id']}/revoke/"))
+    ok(sc.c(sc.custodian).post(f"/api/v1/agreements/{sc.agreement['id']}/revoke/", {"reason": "ended"}, format="json"))
     r = sc.submit("SELECT count(*) FROM gp_events", codes=(403,))
     assert r["rule"] == "no_active_agreement"
     assert other["id"] and Query.objects.count() == 0
