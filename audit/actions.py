@@ -24,6 +24,8 @@ class AuditAction(StrEnum):
     AUDIT_VERIFIED = "audit.verified"
     # environment
     DATASET_CREATED = "dataset.created"
+    DATASET_DICTIONARY_CHANGED = "dataset.dictionary_changed"
+    DATASET_TWIN_GENERATED = "dataset.twin_generated"
     DATASET_VERSION_UPLOADED = "dataset.version_uploaded"
     DATASET_VERSION_READY = "dataset.version_ready"
     DATASET_VERSION_FAILED = "dataset.version_failed"

@@ -12,10 +12,11 @@ from tre.openapi import answers
 from tre.roles import Role, has_role, require_role
 
 from . import selectors, services, store
-from .ingest import ROW_CONVENTION
+from .ingest import ENCODINGS, ROW_CONVENTION, normalise_encoding
 from .models import DatasetVersion
 from .serializers import (
     DatasetIn,
+    DatasetMetaIn,
     DatasetOut,
     OptOutAccepted,
     OptOutIn,
@@ -52,10 +53,18 @@ class DatasetListApi(mixins.ListModelMixin, generics.GenericAPIView):
 
     @extend_schema(request=DatasetIn, responses=answers(DatasetOut, 400, 401, 403, ok_code=201))
     def post(self, request):
+        """Declare a dataset and its data dictionary. A 400 names every bad field at once (the
+        declaration's rules: ``environment/declaration.py``, docs/environment.md)."""
         require_role(request.user, Role.CUSTODIAN)
-        body = DatasetIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        dataset = services.dataset_create(actor=request.user, request=request, **body.validated_data)
+        if not isinstance(request.data, dict):
+            raise Invalid(fields={"non_field_errors": ["the declaration must be a JSON object"]})
+        meta = DatasetMetaIn(data=request.data)
+        meta.is_valid()
+        errors = {**meta.errors, **services.dataset_declaration_problems(request.data)}
+        if errors:
+            raise Invalid(fields=errors)
+        dataset = services.dataset_create(actor=request.user, request=request, title=meta.validated_data["title"],
+                                          description=meta.validated_data["description"], declaration=request.data)
         return Response(DatasetOut(selectors.dataset_get(pk=dataset.pk)).data, status=status.HTTP_201_CREATED)
 
 
@@ -68,10 +77,12 @@ class DatasetDetailApi(APIView):
 class DatasetVersionListApi(mixins.ListModelMixin, generics.GenericAPIView):
     """Custodians: ``GET`` the versions of a dataset (newest first); ``POST`` upload a new one.
 
-    The upload is a multipart form with one file part, ``file``: a CSV (comma-separated, UTF-8, a
-    header line naming the declared columns in any order) or a Parquet file. It streams to the
-    store and is loaded by a worker: 202 ``{version, status: loading}``; follow the version here
-    until ``ready`` or ``failed`` (with ``errors``: the first 100 problems, """ + ROW_CONVENTION + """).
+    The upload is a multipart form with one file part, ``file``: a CSV (comma-separated, UTF-8 —
+    or the ``encoding`` declared in the form, e.g. ``cp1252`` — a header line naming the declared
+    columns in any order) or a Parquet file. It streams to the store and is loaded by a worker: 202
+    ``{version, status: loading}``; follow the version here (``progress: {phase, rows_done,
+    rows_total}``) until ``ready`` or ``failed`` (with ``errors``: the first 1,000 problems
+    ``{row, column, value_preview, reason}``, """ + ROW_CONVENTION + """, and ``error_count``).
     A failed load keeps no data and does not move ``current_version``.
     """
 
@@ -111,10 +122,15 @@ class DatasetVersionListApi(mixins.ListModelMixin, generics.GenericAPIView):
             upload = request.FILES.get(FIELD)
             if upload is None:
                 raise Invalid(fields={FIELD: ["No file was submitted (a multipart form with a 'file' part)."]})
+            declared = request.POST.get("encoding") or ""
+            encoding = normalise_encoding(declared) if declared else ""
+            if encoding is None:
+                raise Invalid(fields={"encoding": [f"'{declared[:40]}' is not an accepted encoding; use one of "
+                                                   f"{', '.join(ENCODINGS)} (a CSV is UTF-8 unless declared)"]})
             incoming = upload if isinstance(upload, IncomingFile) else copy_to_incoming(upload, limit=limit)
             version = services.version_upload(dataset=dataset, actor=request.user, incoming_path=incoming.path,
                                                size=incoming.size, sha256=incoming.sha256, filename=incoming.name,
-                                               request=request)
+                                               encoding=encoding, request=request)
         except BaseException:
             if handler is not None:
                 handler.cleanup()

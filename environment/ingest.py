@@ -1,28 +1,45 @@
-"""Turn an uploaded CSV or Parquet file into one immutable DuckDB store file.
+"""Strict, complete ingestion: an uploaded CSV or Parquet file → one immutable DuckDB store file.
 
 ``build_version_file`` is the whole load, without the database: it reads the upload with DuckDB,
-validates every row, replaces the identifier (NHS number) by ``person_id`` and writes the table
-``data`` (``person_id`` + the stored columns, cast to their declared types) into ``out_path``. The
-caller (``services.version_ingest``) records the outcome.
+checks every value of every row against the dataset's dictionary, replaces the identifier (NHS
+number) by ``person_id``, adds each person's record keys (``_rk``, ``_rk2``: ``recordkeys.py``) and
+writes the table ``data`` into ``out_path``. At the first load it also derives the undeclared
+domains, bounds and ranges (``derivation.py``) and returns the completed dictionary. The caller
+(``services.version_ingest``) records the outcome.
 
 How (5M rows in seconds, memory bounded by DuckDB's ``memory_limit``):
 
-1. The header is read in Python (first line only, ``readers``): empty file, not UTF-8, duplicate, missing and
-   unexpected columns are reported before any row is read.
-2. Pass 1: DuckDB reads the file with the declared types (``read_csv`` with explicit columns,
-   ``store_rejects``: rows that do not parse, have the wrong number of fields, are not UTF-8 or do
-   not cast are recorded with their line number) and groups it by normalised NHS number. Validity
-   (ten digits, modulus-11 check digit) is decided in SQL on the distinct numbers only.
-3. If anything is wrong the file is refused as a whole: the first ``MAX_ERRORS`` problems are
-   reported as ``{row, column, reason}`` (rows count data rows from 1: the first line after the
-   header is row 1). Values are never echoed: they may be patient data.
-4. Otherwise the distinct numbers are hashed in batches (HMAC-SHA256 with the pseudonym key, in
-   Python), opted-out persons are removed from that map, and pass 2 joins the file to the map and
-   writes ``data``.
+0. A file declared in another encoding (``encoding=cp1252`` …) is transcoded to UTF-8 first, line
+   by line; a byte the encoding does not define is an error naming its line. Nothing is guessed:
+   an undeclared file must be UTF-8 (a byte-order mark is fine).
+1. The header (first line, in Python): empty file, not UTF-8, duplicate, missing and unexpected
+   columns are reported before any row is read.
+2. Validation, one scan: DuckDB reads every field as text (``values.sql_ok`` holds the rule per
+   type, the same as ``values.parse_value``), counts the bad values per column, groups the rows by
+   normalised NHS number (validity — ten digits, modulus-11 check digit — is decided in SQL on the
+   distinct numbers only) and records structural problems (wrong number of fields, bad quoting,
+   bytes that are not UTF-8) with their line.
+3. If anything is wrong the file is refused as a whole. Only then a second scan numbers the rows
+   and collects the first ``MAX_ERRORS`` problems ``{row, column, value_preview, reason}`` (rows
+   count data rows from 1: the first line after the header is row 1; the preview of an identifier
+   is never shown); ``error_count`` is the exact total.
+4. Otherwise the distinct numbers are hashed in batches (HMAC-SHA256 with the pseudonym key, then
+   the record keys), opted-out persons are removed from that map, and a last scan joins the file
+   to the map and writes ``data`` with the declared types. Values outside a frozen, derived
+   category domain are recoded (``other``; NULL for integer categories); measures are never
+   clamped here.
 
-Nothing here logs a value or a DuckDB error message (those quote the offending line).
+Progress ``(phase, rows_done, rows_total)`` is reported from the first second (``validating``,
+``loading``, ``publishing``). Nothing here logs a value or a DuckDB error message (those quote the
+offending line).
 """
 
+from __future__ import annotations
+
+import bisect
+import codecs
+import datetime as dt
+import hmac
 import logging
 import threading
 import time
@@ -32,36 +49,50 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from . import engine
+from . import derivation, engine
+from .dictionary import PERSON_ID, ColumnType, Dictionary, Role
 from .engine import quote_ident as _q
 from .engine import quote_literal as _lit
-from .naming import PERSON_ID
-from .pseudonym import person_ids_for
-from .readers import REJECTS_LIMIT, _csv_reader, _error, _macros, check_header, read_csv_header, sniff_format
-
-__all__ = ["DUCKDB_TYPES", "LoadResult", "build_version_file", "load_failed", "sniff_format"]
+from .pseudonym import _key as pseudonym_key
+from .pseudonym import is_valid_nhs_number
+from .readers import REJECTS_LIMIT, _csv_reader, _macros, check_header, read_csv_header, sniff_format
+from .recordkeys import RK, RK2
+from .recordkeys import _secret as cellkey_secret
+from .values import DUCKDB_TYPES, NOT_IN_DOMAIN, REASONS, preview, sql_literal, sql_ok, sql_typed
 
 log = logging.getLogger(__name__)
 
-DUCKDB_TYPES = {"integer": "BIGINT", "float": "DOUBLE", "text": "VARCHAR", "date": "DATE", "boolean": "BOOLEAN"}
-TYPE_WORDS = {"integer": "an integer", "float": "a number", "text": "text", "date": "a date (YYYY-MM-DD)", "boolean": "a boolean (true/false)"}
-MAX_ERRORS = 100
+__all__ = ["DUCKDB_TYPES", "ENCODINGS", "MAX_ERRORS", "ROW_CONVENTION", "LoadResult", "build_version_file", "load_failed",
+           "sniff_format"]
+
+MAX_ERRORS = 1000
 HASH_BATCH = 100_000
-PROGRESS_INTERVAL = 2.0  # seconds between progress reports while writing
+PROGRESS_INTERVAL = 1.0  # seconds between progress reports
+TRANSCODE_CHUNK = 1 << 20
 ROW_CONVENTION = "rows count data rows from 1: the first line after the header is row 1"
+# Encodings a custodian may declare on an upload (ASCII-compatible, so lines stay lines).
+ENCODINGS = ("utf-8", "cp1252", "iso8859-1", "iso8859-15", "cp1250", "cp1251", "ascii")
+
+MISSING_IDENTIFIER = "the identifier (NHS number) is missing"
+INVALID_IDENTIFIER = "not a valid NHS number (10 digits with a modulus-11 check digit)"
+NOT_UTF8 = "not valid UTF-8 (declare the file's encoding on the upload, e.g. encoding=cp1252)"
 
 _REJECT_REASONS = {
-    "CAST": None,  # filled per column type
     "MISSING COLUMNS": "too few fields in this row",
     "TOO MANY COLUMNS": "too many fields in this row",
     "UNQUOTED VALUE": "badly quoted value",
     "LINE SIZE OVER MAXIMUM": "line too long",
-    "INVALID UNICODE": "not valid UTF-8",
-    "INVALID ENCODING": "not valid UTF-8",
+    "INVALID UNICODE": NOT_UTF8,
+    "INVALID ENCODING": NOT_UTF8,
     "INVALID STATE": "malformed CSV",
 }
+
+
+class Phase:
+    VALIDATING = "validating"
+    LOADING = "loading"
+    PUBLISHING = "publishing"
 
 
 @dataclass
@@ -75,6 +106,12 @@ class LoadResult:
     rows_removed: int = 0
     persons_removed: int = 0
     timings: dict = field(default_factory=dict)  # seconds per phase (for the bench)
+    dictionary: Dictionary | None = None  # the completed dictionary, when this load derived something
+    dictionary_version: int | None = None  # the dictionary version the file was checked against (set by the caller)
+
+
+def _error(row, column, reason, value_preview=None) -> dict:
+    return {"row": row, "column": column, "value_preview": value_preview, "reason": reason}
 
 
 def _failed(errors: list, count: int | None = None, rows_total=None) -> LoadResult:
@@ -87,11 +124,81 @@ def load_failed(reason: str) -> LoadResult:
     return _failed([_error(None, None, reason)])
 
 
-class _Progress:
-    """Polls ``query_progress`` of a running statement from a side thread."""
+# --- encodings --------------------------------------------------------------------------------
 
-    def __init__(self, con, callback, rows_total):
-        self.con, self.callback, self.rows_total, self.interval = con, callback, rows_total, PROGRESS_INTERVAL
+def normalise_encoding(name: str | None) -> str | None:
+    """The codec name of a declared encoding (``None``/``utf-8`` → ``utf-8``); None if not accepted."""
+    if not name:
+        return "utf-8"
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        return None
+    codec = {"latin-1": "iso8859-1", "utf-8-sig": "utf-8", "windows-1252": "cp1252"}.get(codec, codec)
+    return codec if codec in ENCODINGS else None
+
+
+def transcode(source: Path, target: Path, encoding: str) -> tuple[list[dict], int]:
+    """Write ``source`` (in ``encoding``) as UTF-8 to ``target``. Returns the first ``MAX_ERRORS``
+    lines holding bytes the encoding does not define (written with U+FFFD) and their count."""
+    errors: list[dict] = []
+    count = 0
+    with open(source, "rb") as src, open(target, "w", encoding="utf-8", newline="") as out:
+        for line_number, raw in enumerate(src, start=1):
+            try:
+                out.write(raw.decode(encoding))
+            except UnicodeDecodeError:
+                count += 1
+                if len(errors) < MAX_ERRORS:
+                    row = line_number - 1
+                    errors.append(_error(row if row >= 1 else None, None,
+                                         f"bytes that are not valid {encoding} (line {line_number} of the file)"))
+                out.write(raw.decode(encoding, errors="replace"))
+    return errors, count
+
+
+def utf8_errors(path: Path) -> tuple[list[dict], int]:
+    """The lines of ``path`` that are not valid UTF-8 (the first ``MAX_ERRORS``, and their count).
+
+    DuckDB's reader lets some invalid sequences through, so the file is checked here, a few MiB at
+    a time cut at line ends (a multi-byte character never holds a newline byte)."""
+    errors: list[dict] = []
+    count = lines_before = 0
+    rest = b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(4 * TRANSCODE_CHUNK)
+            data = rest + block
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            chunk, rest = data[:cut], data[cut:]
+            start = 0
+            while start < len(chunk):
+                try:
+                    chunk[start:].decode("utf-8")
+                    break
+                except UnicodeDecodeError as exc:
+                    at = start + exc.start
+                    line = lines_before + chunk.count(b"\n", 0, at) + 1
+                    count += 1
+                    if len(errors) < MAX_ERRORS:
+                        errors.append(_error(line - 1 if line > 1 else None, None, NOT_UTF8 if line > 1 else
+                                             "the file is not valid UTF-8 (in the header line)"))
+                    nxt = chunk.find(b"\n", at)
+                    start = len(chunk) if nxt < 0 else nxt + 1
+            lines_before += chunk.count(b"\n")
+            if not block:
+                return errors, count
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+class _Progress:
+    """Reports ``(phase, rows_done, rows_total)`` every second from a side thread, from the start
+    of the load to its end; ``rows_done`` follows DuckDB's ``query_progress`` of the running scan."""
+
+    def __init__(self, con, callback):
+        self.con, self.callback = con, callback
+        self.phase, self.rows_total, self.rows_estimate = Phase.VALIDATING, None, None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True) if callback else None
 
@@ -105,41 +212,219 @@ class _Progress:
             self.stop.set()
             self.thread.join()
 
+    def set(self, phase: str, *, rows_total: int | None = None, rows_estimate: int | None = None):
+        self.phase = phase
+        if rows_total is not None:
+            self.rows_total = rows_total
+        if rows_estimate is not None:
+            self.rows_estimate = rows_estimate
+
+    def _report(self, rows_done: int):
+        self.callback(self.phase, rows_done, self.rows_total)
+
     def _run(self):
         try:
-            while not self.stop.wait(self.interval):
+            self._report(0)
+            last_phase, last_done = self.phase, 0
+            while not self.stop.wait(PROGRESS_INTERVAL):
+                base = self.rows_total or self.rows_estimate or 0
                 try:
                     pct = self.con.query_progress()
                 except Exception:
-                    continue
-                if pct is not None and pct >= 0:
-                    self.callback(int(self.rows_total * min(pct, 100.0) / 100.0), self.rows_total)
+                    pct = None
+                phase = self.phase
+                done = int(base * min(pct, 100.0) / 100.0) if pct is not None and pct >= 0 else 0
+                if phase == Phase.PUBLISHING:
+                    done = self.rows_total or 0
+                if phase == last_phase:
+                    done = max(done, last_done)
+                last_phase, last_done = phase, done
+                self._report(done)
         finally:
             close = getattr(self.callback, "close", None)
             if close:
                 close()
 
 
-# --- the load -----------------------------------------------------------------------------------
+# --- sources: what a column is in the file, as SQL --------------------------------------------
+
+@dataclass
+class _Check:
+    """One stored column: SQL over the reader's row for its text, its checks and its typed value."""
+
+    name: str
+    type: ColumnType
+    text: str  # VARCHAR, for the preview
+    ok: str  # the value is of the declared type (or missing)
+    in_domain: str | None  # the value is in the declared domain (or missing / not typed): None if no check
+    typed: str  # the value with the declared type
+    stored: str = ""  # the typed value over the typed reader (the write's scan); ``typed`` if empty
+
+
+def _domain_sql(column, typed_try: str) -> str:
+    literals = ", ".join(sql_literal(column.type, v) for v in column.values)
+    return f"({typed_try} IN ({literals}))" if literals else "false"
+
+
+class _CsvSource:
+    rownum = "row_number() OVER ()"
+
+    def __init__(self, path: Path, dictionary: Dictionary):
+        self.path, self.dictionary = path, dictionary
+        self.rejected_rows: list[int] = []
+
+    def header_errors(self) -> list[dict]:
+        names, errors = read_csv_header(self.path)
+        if errors:
+            return [_error(e["row"], e["column"], e["reason"]) for e in errors]
+        declared = {c.name: c for c in self.dictionary.columns}
+        errors = check_header(names, columns=[{"name": n} for n in declared])
+        if errors:
+            return [_error(e["row"], e["column"], e["reason"]) for e in errors]
+        self.order = [declared[n.lower()].name for n in names]
+        return []
+
+    def estimate_rows(self) -> int | None:
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as fh:
+                sample = fh.read(1 << 20)
+        except OSError:
+            return None
+        lines = sample.count(b"\n")
+        return int(size / (len(sample) / lines)) - 1 if lines > 1 else None
+
+    def reader(self, rejects: str | None = None, *, typed: bool = False) -> str:
+        """The file, every field as text — or, for the write of a validated file, with the declared
+        types (DuckDB parses every value the validation accepted to the same typed value)."""
+        types = {c.name: ("VARCHAR" if c.role in (Role.IDENTIFIER, Role.DROP) or not typed else DUCKDB_TYPES[c.type])
+                 for c in self.dictionary.columns}
+        return _csv_reader(self.path, [(name, types[name]) for name in self.order], rejects=rejects)
+
+    def identifier(self) -> str:
+        return _q(self.dictionary.identifier.name)
+
+    def check(self, column) -> _Check:
+        v = _q(column.name)
+        in_domain = None
+        if derivation.out_of_domain(column) == derivation.ERROR:
+            try_typed = {ColumnType.TEXT: v, ColumnType.INTEGER: f"TRY_CAST({v} AS BIGINT)",
+                         ColumnType.BOOLEAN: f"(lower({v}) = 'true')"}[column.type]
+            in_domain = f"coalesce({v} IS NULL OR {v} = '' OR {_domain_sql(column, try_typed)}, true)"
+        return _Check(column.name, column.type, v, sql_ok(column.type, v), in_domain, sql_typed(column.type, v), stored=v)
+
+    def row_of(self, rn: int) -> int:
+        """The data row of the ``rn``-th row DuckDB accepted (rows it rejected are not numbered)."""
+        skipped, r = self.rejected_rows, rn
+        while True:
+            nxt = rn + bisect.bisect_right(skipped, r)
+            if nxt == r:
+                return r
+            r = nxt
+
+
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                  "UBIGINT", "UHUGEINT"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+
+
+class _ParquetSource:
+    rownum = "(file_row_number + 1)"
+    rejected_rows: list[int] = []
+
+    def __init__(self, path: Path, dictionary: Dictionary, con):
+        self.path, self.dictionary, self.con = path, dictionary, con
+
+    def header_errors(self) -> list[dict]:
+        try:
+            described = self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({_lit(str(self.path))})").fetchall()
+        except duckdb.Error:
+            return [_error(None, None, "the file cannot be read as Parquet")]
+        names = [r[0] for r in described]
+        errors = check_header(names, columns=[{"name": c.name} for c in self.dictionary.columns])
+        if errors:
+            return [_error(e["row"], e["column"], e["reason"]) for e in errors]
+        self.source_names = {n.lower(): n for n in names}
+        self.source_types = {n.lower(): t.upper() for n, t, *_ in described}
+        return []
+
+    def estimate_rows(self) -> int | None:
+        try:
+            (n,) = self.con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(self.path))})").fetchall()[0]
+            return int(n)
+        except duckdb.Error:
+            return None
+
+    def reader(self, rejects: str | None = None, *, typed: bool = False) -> str:
+        return f"read_parquet({_lit(str(self.path))}, file_row_number=true)"
+
+    def _src(self, name: str) -> str:
+        return _q(self.source_names[name.lower()])
+
+    def identifier(self) -> str:
+        return f"CAST({self._src(self.dictionary.identifier.name)} AS VARCHAR)"
+
+    def check(self, column) -> _Check:
+        src = self._src(column.name)
+        srctype = self.source_types[column.name.lower()]
+        text = f"CAST({src} AS VARCHAR)"
+        if srctype == "VARCHAR":
+            ok, typed = sql_ok(column.type, src), sql_typed(column.type, src)
+        else:
+            missing = f"({src} IS NULL)"
+            numeric = srctype in _INTEGER_TYPES or srctype in _FLOAT_TYPES or srctype.startswith("DECIMAL")
+            as_double = f"CAST({src} AS DOUBLE)"
+            ok, typed = missing, f"CAST(NULL AS {DUCKDB_TYPES[column.type]})"
+            if column.type == ColumnType.TEXT:
+                ok, typed = "true", text
+            elif column.type == ColumnType.INTEGER and srctype in _INTEGER_TYPES:
+                ok, typed = f"({missing} OR TRY_CAST({src} AS BIGINT) IS NOT NULL)", f"TRY_CAST({src} AS BIGINT)"
+            elif column.type == ColumnType.INTEGER and numeric:
+                ok = (f"({missing} OR (isfinite({as_double}) AND {as_double} = trunc({as_double}) "
+                      f"AND TRY_CAST({src} AS BIGINT) IS NOT NULL))")
+                typed = f"TRY_CAST({src} AS BIGINT)"
+            elif column.type == ColumnType.FLOAT and numeric:
+                ok, typed = f"({missing} OR isfinite({as_double}))", as_double
+            elif column.type == ColumnType.BOOLEAN and srctype == "BOOLEAN":
+                ok, typed = "true", src
+            elif column.type == ColumnType.DATE and srctype == "DATE":
+                ok, typed = "true", src
+            elif column.type == ColumnType.DATE and srctype.startswith("TIMESTAMP") and "TIME ZONE" not in srctype:
+                ok, typed = f"({missing} OR CAST({src} AS DATE) = {src})", f"CAST({src} AS DATE)"
+        in_domain = None
+        if derivation.out_of_domain(column) == derivation.ERROR:
+            try_typed = typed if srctype != "VARCHAR" else {
+                ColumnType.TEXT: src, ColumnType.INTEGER: f"TRY_CAST({src} AS BIGINT)",
+                ColumnType.BOOLEAN: f"(lower({src}) = 'true')"}[column.type]
+            in_domain = f"coalesce(NOT ({ok}) OR {src} IS NULL OR {_domain_sql(column, try_typed)}, true)"
+        return _Check(column.name, column.type, text, ok, in_domain, typed)
+
+    def row_of(self, rn: int) -> int:
+        return rn
+
+
+# --- the load ---------------------------------------------------------------------------------
 
 def build_version_file(
     *,
     source: Path,
     fmt: str,
-    columns: list[dict],
-    identifier_column: str,
+    dictionary: Dictionary,
     optout_person_ids: Iterable[str] = (),
     out_path: Path,
     temp_dir: Path,
     memory_limit: str = "512MB",
     threads: int = 2,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
+    encoding: str | None = None,
+    threshold: int = 10,
+    today: dt.date | None = None,
 ) -> LoadResult:
-    """Validate ``source`` and, if it is good, write ``out_path`` (a new DuckDB file with ``data``).
+    """Validate ``source`` against ``dictionary`` and, if it is good, write ``out_path`` (a new
+    DuckDB file with ``data``). On failure nothing is left at ``out_path``.
 
     ``optout_person_ids``: persons left out of the file (the caller's opt-out snapshot).
-    ``progress(rows_loaded, rows_total)``: called from a side thread every few seconds while writing.
-    On failure nothing is left at ``out_path``.
+    ``threshold``: the persons a derived category value needs (the dataset's threshold in force).
     """
     if fmt == "compressed":
         return _failed([_error(None, None, "compressed files are not accepted: upload a plain CSV or a Parquet file")])
@@ -150,84 +435,230 @@ def build_version_file(
             return _failed([_error(None, None, "the file is empty")])
     except FileNotFoundError:
         return _failed([_error(None, None, "the uploaded file is missing from the store")])
+    codec = normalise_encoding(encoding)
+    if codec is None:
+        return _failed([_error(None, None, f"encoding {encoding!r} is not accepted; use one of {', '.join(ENCODINGS)}")])
 
-    con = engine.connect(
-        out_path, memory_limit=memory_limit, threads=threads, temp_directory=str(temp_dir),
-        preserve_insertion_order=True,  # row_number() OVER () must follow the file's order
-    )
+    con = engine.connect(out_path, memory_limit=memory_limit, threads=threads, temp_directory=str(temp_dir),
+                         preserve_insertion_order=True)  # row_number() OVER () must follow the file's order
     ok = False
+    transcoded = None
     try:
         if progress:
             con.execute("SET enable_progress_bar = true")
             con.execute("SET enable_progress_bar_print = false")
         _macros(con)
-        loader = _CsvLoad if fmt == "csv" else _ParquetLoad
-        result = loader(con, source, columns, identifier_column).run(optout_person_ids, progress)
+        with _Progress(con, progress) as reporter:
+            encoding_errors: list[dict] = []
+            encoding_error_count = 0
+            if fmt == "csv" and codec != "utf-8":
+                transcoded = Path(temp_dir) / "transcoded.csv"
+                encoding_errors, encoding_error_count = transcode(source, transcoded, codec)
+                source = transcoded
+            src = _CsvSource(source, dictionary) if fmt == "csv" else _ParquetSource(source, dictionary, con)
+            load = _Load(con, src, dictionary, reporter, threshold=threshold, today=today)
+            result = load.run(optout_person_ids, encoding_errors, encoding_error_count,
+                              check_utf8=fmt == "csv" and codec == "utf-8")
         ok = result.ok
         return result
     finally:
         con.close()
+        if transcoded is not None:
+            transcoded.unlink(missing_ok=True)
         if not ok:
             Path(out_path).unlink(missing_ok=True)
             Path(str(out_path) + ".wal").unlink(missing_ok=True)
 
 
 class _Load:
-    def __init__(self, con, source: Path, columns: list[dict], identifier_column: str):
-        self.con, self.source, self.columns, self.identifier = con, source, columns, identifier_column
-        self.types = {c["name"]: c["type"] for c in columns}
-        self.stored = [c for c in columns if c["name"] != identifier_column and not c.get("drop", False)]
-
-    # subclasses: header_errors(), pass1() -> (type errors, count), typed_source(), locate_identifier_errors()
-
-    def run(self, optouts, progress) -> LoadResult:
-        self.timings = {}
-        self.mark = time.monotonic()
-        errors = self.header_errors()
-        if errors:
-            return _failed(errors)
-        type_errors, type_error_count = self.pass1()
-        self._tick("validate")
-        stats = self.con.execute(
-            "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE nhs IS NULL OR nhs = ''), 0), "
-            "coalesce(sum(n) FILTER (WHERE nhs <> '' AND NOT tre_nhs_valid(nhs)), 0) FROM tre_ids"
-        ).fetchall()[0]
-        rows_ok, missing, invalid = (int(x) for x in stats)
-        rows_total = rows_ok + self.rejected_rows
-        if rows_total == 0:
-            return _failed([_error(None, None, "the file has a header but no data rows")], rows_total=0)
-        if type_errors or missing or invalid:
-            errors = list(type_errors)
-            if missing or invalid:
-                errors += self.locate_identifier_errors(limit=MAX_ERRORS)
-            return _failed(errors, type_error_count + missing + invalid, rows_total=rows_total)
-        result = self.write(optouts, progress, rows_total)
-        result.timings = self.timings
-        return result
+    def __init__(self, con, src, dictionary: Dictionary, reporter: _Progress, *, threshold: int, today):
+        self.con, self.src, self.dictionary, self.reporter = con, src, dictionary, reporter
+        self.threshold, self.today = threshold, today
+        self.stored = list(dictionary.stored_columns)
+        self.ident_name = dictionary.identifier.name
+        self.timings: dict[str, float] = {}
+        self.structural: list[dict] = []
+        self.repeated = 0
 
     def _tick(self, phase):
         now = time.monotonic()
         self.timings[phase] = round(now - self.mark, 3)
         self.mark = now
 
-    def write(self, optouts, progress, rows_total) -> LoadResult:
+    def run(self, optouts, encoding_errors: list[dict], encoding_error_count: int = 0, *, check_utf8=False) -> LoadResult:
+        self.mark = time.monotonic()
+        errors = self.src.header_errors()
+        if errors:
+            return _failed(encoding_errors + errors, encoding_error_count + len(errors))
+        self.checks = [self.src.check(c) for c in self.stored]
+        self.reporter.set(Phase.VALIDATING, rows_estimate=self.src.estimate_rows())
+        utf8 = {}
+        checker = threading.Thread(target=lambda: utf8.update(found=utf8_errors(self.src.path))) if check_utf8 else None
+        if checker:
+            checker.start()  # alongside DuckDB's scan (which releases the GIL)
+        try:
+            counts = self.validate()
+        finally:
+            if checker:
+                checker.join()
+        if checker:
+            found, found_count = utf8.get("found", ([], 0))
+            encoding_errors, encoding_error_count = encoding_errors + found, encoding_error_count + found_count
+            if found_count:  # DuckDB's own reports of the same lines are left out
+                kept = [e for e in self.structural if e["reason"] != NOT_UTF8]
+                counts["total"] -= len(self.structural) - len(kept)
+                self.structural = kept
+        self._tick("validate")
+        rows_total = counts["rows"]
+        if rows_total == 0 and not counts["structural"]:
+            return _failed(encoding_errors + [_error(None, None, "the file has a header but no data rows")], rows_total=0)
+        total_errors = counts["total"] + encoding_error_count
+        if total_errors:
+            errors = encoding_errors + self.locate(counts)
+            self._tick("locate")
+            return _failed(errors, total_errors, rows_total=rows_total)
+        self.reporter.set(Phase.LOADING, rows_total=rows_total)
+        result = self.write(optouts, rows_total)
+        result.timings = self.timings
+        return result
+
+    # -- validation ---------------------------------------------------------------------------
+    def _row_sql(self, *, rownum: bool, previews: bool) -> str:
+        parts = [f"tre_norm({self.src.identifier()}) AS _nhs"]
+        if rownum:
+            parts.insert(0, f"{self.src.rownum} AS _rn")
+        for i, c in enumerate(self.checks):
+            parts.append(f"{c.ok} AS _t{i}")
+            if c.in_domain:
+                parts.append(f"{c.in_domain} AS _d{i}")
+            if previews:
+                parts.append(f"{c.text} AS _p{i}")
+        return ", ".join(parts)
+
+    def validate(self) -> dict:
+        con = self.con
+        con.execute("SET preserve_insertion_order = false")
+        aggs = ["count(*) AS n"]
+        for i, c in enumerate(self.checks):
+            aggs.append(f"count_if(NOT _t{i}) AS e{i}")
+            if c.in_domain:
+                aggs.append(f"count_if(NOT _d{i}) AS f{i}")
+        rejects = "tre_rejects" if isinstance(self.src, _CsvSource) else None
+        try:
+            con.execute(f"CREATE TEMP TABLE tre_ids AS SELECT _nhs AS nhs, {', '.join(aggs)} FROM "
+                        f"(SELECT {self._row_sql(rownum=False, previews=False)} FROM {self.src.reader(rejects)}) GROUP BY _nhs")
+        except duckdb.Error as exc:
+            # Never log or keep the message: DuckDB quotes the offending line.
+            log.info("validation scan refused the file (%s)", type(exc).__name__)
+            what = "CSV (comma-separated, UTF-8, double quotes)" if rejects else "Parquet"
+            self.unreadable = _error(None, None, f"the file cannot be read as {what}")
+            con.execute("CREATE OR REPLACE TEMP TABLE tre_ids (nhs VARCHAR, n BIGINT)")
+            return {"rows": 0, "total": 1, "structural": 1, "unreadable": True}
+        self.unreadable = None
+        sums = ["coalesce(sum(n), 0)", "coalesce(sum(n) FILTER (WHERE nhs IS NULL OR nhs = ''), 0)",
+                "coalesce(sum(n) FILTER (WHERE nhs <> '' AND NOT tre_nhs_valid(nhs)), 0)",
+                "coalesce(sum(n - 1) FILTER (WHERE n > 1 AND nhs <> '' AND tre_nhs_valid(nhs)), 0)"]
+        for i, c in enumerate(self.checks):
+            sums.append(f"coalesce(sum(e{i}), 0)")
+            if c.in_domain:
+                sums.append(f"coalesce(sum(f{i}), 0)")
+        values = [int(x) for x in con.execute(f"SELECT {', '.join(sums)} FROM tre_ids").fetchall()[0]]
+        rows, missing, invalid, repeated = values[:4]
+        value_errors = sum(values[4:])
+        if self.dictionary.rows_per_person.value != "one":
+            repeated = 0
+        structural = []
+        if rejects:
+            found = con.execute("SELECT line, column_name, error_type FROM tre_rejects ORDER BY line, column_idx").fetchall()
+            self.src.rejected_rows = sorted({int(line) - 1 for line, _, _ in found})
+            seen = set()
+            for line, column, kind in found:
+                reason = _REJECT_REASONS.get(kind) or "malformed row"
+                column = column if kind in ("INVALID UNICODE", "INVALID ENCODING", "UNQUOTED VALUE") else None
+                key = (int(line) - 1, column, reason)  # DuckDB reports a short row once per missing field
+                if key not in seen:
+                    seen.add(key)
+                    structural.append(_error(*key))
+            self.structural_capped = len(found) >= REJECTS_LIMIT
+        self.structural = structural
+        self.repeated = repeated
+        total = missing + invalid + repeated + value_errors + len(structural) + (1 if rejects and self.structural_capped else 0)
+        return {"rows": rows + len(self.src.rejected_rows), "total": total, "structural": len(structural),
+                "identifiers": missing + invalid, "values": value_errors}
+
+    def locate(self, counts) -> list[dict]:
+        """The first ``MAX_ERRORS`` problems, by row (a second, numbered scan)."""
+        if self.unreadable:
+            return [self.unreadable]
+        con = self.con
+        errors = list(self.structural)
+        if counts["identifiers"] or counts["values"]:
+            con.execute("SET preserve_insertion_order = true")
+            bad = ["_nhs IS NULL OR _nhs = ''", "NOT tre_nhs_valid(_nhs)"]
+            for i, c in enumerate(self.checks):
+                bad.append(f"NOT _t{i}")
+                if c.in_domain:
+                    bad.append(f"NOT _d{i}")
+            rejects = "tre_rejects2" if isinstance(self.src, _CsvSource) else None
+            cursor = con.execute(
+                f"SELECT * FROM (SELECT {self._row_sql(rownum=True, previews=True)} FROM {self.src.reader(rejects)}) "
+                f"WHERE {' OR '.join(bad)} ORDER BY _rn LIMIT {MAX_ERRORS}")
+            names = [d[0] for d in cursor.description]
+            for values in cursor.fetchall():
+                r = dict(zip(names, values, strict=True))
+                row = self.src.row_of(int(r["_rn"]))
+                nhs = r["_nhs"]
+                if nhs is None or nhs == "":
+                    errors.append(_error(row, self.ident_name, MISSING_IDENTIFIER))
+                elif not _nhs_valid(nhs):
+                    errors.append(_error(row, self.ident_name, INVALID_IDENTIFIER))
+                for i, c in enumerate(self.checks):
+                    if not r[f"_t{i}"]:
+                        errors.append(_error(row, c.name, REASONS[c.type], preview(r[f"_p{i}"])))
+                    elif c.in_domain and not r[f"_d{i}"]:
+                        errors.append(_error(row, c.name, NOT_IN_DOMAIN, preview(r[f"_p{i}"])))
+        if self.repeated:
+            con.execute("SET preserve_insertion_order = true")
+            rejects = "tre_rejects3" if isinstance(self.src, _CsvSource) else None
+            found = con.execute(
+                f"SELECT _rn, _first FROM (SELECT _rn, min(_rn) OVER (PARTITION BY _nhs) AS _first FROM "
+                f"(SELECT {self.src.rownum} AS _rn, tre_norm({self.src.identifier()}) AS _nhs FROM {self.src.reader(rejects)}) "
+                f"WHERE _nhs IN (SELECT nhs FROM tre_ids WHERE n > 1 AND nhs <> '' AND tre_nhs_valid(nhs))) "
+                f"WHERE _rn > _first ORDER BY _rn LIMIT {MAX_ERRORS}").fetchall()
+            for rn, first in found:
+                errors.append(_error(self.src.row_of(int(rn)), self.ident_name,
+                                     f"the same person as row {self.src.row_of(int(first))} (rows_per_person is one)"))
+        return errors
+
+    # -- the write ----------------------------------------------------------------------------
+    def write(self, optouts, rows_total) -> LoadResult:
         con = self.con
         # 1. the pseudonym map: distinct numbers hashed in batches (memory bounded), keyed by the
         #    number as an integer (every number here is ten validated digits) for a fast join
-        con.execute("CREATE TEMP TABLE tre_map (nhs BIGINT NOT NULL, person_id VARCHAR NOT NULL)")
+        con.execute(f"CREATE TEMP TABLE tre_map (nhs BIGINT NOT NULL, {PERSON_ID} VARCHAR NOT NULL, "
+                    f"{RK} SMALLINT NOT NULL, {RK2} BIGINT NOT NULL)")
         (distinct,) = con.execute("SELECT count(*) FROM tre_ids").fetchall()[0]
         for start in range(0, distinct, HASH_BATCH):
             numbers = con.sql(
                 "SELECT nhs FROM tre_ids WHERE rowid >= $lo AND rowid < $hi", params={"lo": start, "hi": start + HASH_BATCH}
             ).to_arrow_table().column(0)
-            hashed = pa.array(person_ids_for(numbers.to_pylist()), pa.string())
-            con.register("tre_batch", pa.table({"nhs": numbers, "person_id": hashed}))
-            con.execute("INSERT INTO tre_map SELECT CAST(nhs AS BIGINT), person_id FROM tre_batch")
+            person_ids, rk, rk2 = _pseudonymise(numbers.to_pylist())
+            con.register("tre_batch", pa.table({"nhs": numbers, "person_id": pa.array(person_ids, pa.string()),
+                                                "rk": pa.array(rk, pa.int16()), "rk2": pa.array(rk2, pa.int64())}))
+            con.execute("INSERT INTO tre_map SELECT CAST(nhs AS BIGINT), person_id, rk, rk2 FROM tre_batch")
             con.unregister("tre_batch")
-            del numbers, hashed
+            del numbers, person_ids, rk, rk2
         self._tick("pseudonymise")
         # 2. opted-out persons never enter the file
-        engine.load_person_ids(con, optouts, "tre_opt", batch=HASH_BATCH)
+        con.execute("CREATE TEMP TABLE tre_opt (person_id VARCHAR NOT NULL)")
+        batch = []
+        for pid in optouts:
+            batch.append(pid)
+            if len(batch) >= HASH_BATCH:
+                self._append_optouts(batch)
+                batch = []
+        if batch:
+            self._append_optouts(batch)
         persons_removed, rows_removed = con.execute(
             "SELECT count(*), coalesce(sum(i.n), 0) FROM tre_map m JOIN tre_ids i ON m.nhs = CAST(i.nhs AS BIGINT) "
             "WHERE m.person_id IN (SELECT person_id FROM tre_opt)"
@@ -236,16 +667,21 @@ class _Load:
             con.execute("DELETE FROM tre_map WHERE person_id IN (SELECT person_id FROM tre_opt)")
         self._tick("optouts")
         # 3. the table
-        schema = ", ".join([f"{PERSON_ID} VARCHAR NOT NULL"] + [f"{_q(c['name'])} {DUCKDB_TYPES[c['type']]}" for c in self.stored])
+        schema = ", ".join([f"{PERSON_ID} VARCHAR NOT NULL"]
+                           + [f"{_q(c.name)} {DUCKDB_TYPES[c.type]}" for c in self.stored]
+                           + [f"{RK} SMALLINT NOT NULL", f"{RK2} BIGINT NOT NULL"])
         con.execute(f"CREATE TABLE data ({schema})")
-        select = ", ".join(["m.person_id"] + [f"r.{_q(c['name'])}" for c in self.stored])
+        inner = ", ".join([f"{self._stored_value(c, check)} AS _v{i}"
+                           for i, (c, check) in enumerate(zip(self.stored, self.checks, strict=True))]
+                          + [f"tre_norm({self.src.identifier()}) AS _nhs"])
+        select = ", ".join(["m.person_id"] + [f"r._v{i}" for i in range(len(self.stored))] + [f"m.{RK}", f"m.{RK2}"])
         con.execute("SET preserve_insertion_order = false")
-        with _Progress(con, progress, rows_total):
-            con.execute(
-                f"INSERT INTO data SELECT {select} FROM {self.typed_source()} AS r "
-                f"JOIN tre_map AS m ON m.nhs = CAST(tre_norm(r.{_q(self.identifier)}) AS BIGINT)"
-            )
+        con.execute(f"INSERT INTO data SELECT {select} FROM (SELECT {inner} FROM {self.src.reader(typed=True)}) AS r "
+                    f"JOIN tre_map AS m ON m.nhs = CAST(r._nhs AS BIGINT)")
         self._tick("write")
+        # 4. the first load completes the dictionary (derived safely) and recodes rare values
+        self.reporter.set(Phase.PUBLISHING)
+        completed = self.derive()
         (row_count,) = con.execute("SELECT count(*) FROM data").fetchall()[0]
         (person_count,) = con.execute("SELECT count(*) FROM tre_map").fetchall()[0]
         for table in ("tre_map", "tre_opt", "tre_ids"):
@@ -253,158 +689,68 @@ class _Load:
         con.execute("CHECKPOINT")
         self._tick("checkpoint")
         return LoadResult(ok=True, rows_total=rows_total, row_count=int(row_count), person_count=int(person_count),
-                          rows_removed=int(rows_removed), persons_removed=int(persons_removed))
+                          rows_removed=int(rows_removed), persons_removed=int(persons_removed), dictionary=completed)
 
-    def _identifier_reason(self, nhs) -> str:
-        if nhs is None or nhs == "":
-            return "the identifier (NHS number) is missing"
-        return "not a valid NHS number (10 digits with a modulus-11 check digit)"
+    def _stored_value(self, column, check: _Check) -> str:
+        """The typed value, recoded when outside a frozen, derived domain."""
+        typed = check.stored or check.typed
+        rule = derivation.out_of_domain(column)
+        if rule in (derivation.RECODE_OTHER, derivation.RECODE_NULL):
+            literals = ", ".join(sql_literal(column.type, v) for v in column.values)
+            other = "'other'" if rule == derivation.RECODE_OTHER else "NULL"
+            inside = f"{typed} IN ({literals})" if literals else "false"
+            return f"CASE WHEN {typed} IS NULL THEN NULL WHEN {inside} THEN {typed} ELSE {other} END"
+        return typed
 
+    def derive(self) -> Dictionary | None:
+        todo = derivation.needs_stats(self.dictionary)
+        if not todo:
+            return None
+        con, stats = self.con, {}
+        for c in todo:
+            q = _q(c.name)
+            if c.role == Role.CATEGORY:
+                found = con.execute(f"SELECT {q}, count(DISTINCT {PERSON_ID}) FROM data WHERE {q} IS NOT NULL "
+                                    f"GROUP BY {q} HAVING count(DISTINCT {PERSON_ID}) >= {int(self.threshold)}").fetchall()
+                stats[c.name] = derivation.ColumnStats(persons_by_value=dict(found))
+            elif c.role == Role.MEASURE:
+                p01, p99 = con.execute(f"SELECT quantile_cont({q}, 0.01), quantile_cont({q}, 0.99) FROM data").fetchall()[0]
+                stats[c.name] = derivation.ColumnStats(p01=p01, p99=p99)
+            elif c.role == Role.DATE:
+                lo, hi = con.execute(f"SELECT min({q}), max({q}) FROM data").fetchall()[0]
+                stats[c.name] = derivation.ColumnStats(min=lo, max=hi)
+        completed = derivation.derive(self.dictionary, stats, threshold=self.threshold, today=self.today)
+        for c in todo:
+            column = completed.column(c.name)
+            rule = derivation.out_of_domain(column)
+            if rule in (derivation.RECODE_OTHER, derivation.RECODE_NULL):
+                q = _q(c.name)
+                literals = ", ".join(sql_literal(column.type, v) for v in column.values)
+                other = "'other'" if rule == derivation.RECODE_OTHER else "NULL"
+                where = f"{q} IS NOT NULL" + (f" AND {q} NOT IN ({literals})" if literals else "")
+                con.execute(f"UPDATE data SET {q} = {other} WHERE {where}")
+        return completed
 
-class _CsvLoad(_Load):
-    rejected_rows = 0
-
-    def header_errors(self) -> list[dict]:
-        names, errors = read_csv_header(self.source)
-        if errors:
-            return errors
-        errors = check_header(names, columns=self.columns)
-        if errors:
-            return errors
-        by_lower = {c["name"]: c for c in self.columns}
-        # the file's order, with the declared names and types; the identifier is read as text
-        self.order = []
-        for n in names:
-            name = by_lower[n.lower()]["name"]
-            sqltype = "VARCHAR" if name == self.identifier else DUCKDB_TYPES[self.types[name]]
-            self.order.append((name, sqltype))
-        return []
-
-    def pass1(self):
-        con = self.con
-        touch = ", ".join(f"count({_q(name)}) AS tre_c{i}" for i, (name, _) in enumerate(self.order))
-        try:
-            con.execute(
-                f"CREATE TEMP TABLE tre_ids AS SELECT tre_norm({_q(self.identifier)}) AS nhs, count(*) AS n, {touch} "
-                f"FROM {_csv_reader(self.source, self.order, rejects='tre_rejects')} GROUP BY ALL"
-            )
-        except duckdb.Error as exc:
-            # Never log or keep the message: DuckDB quotes the offending line.
-            log.info("csv pass 1 refused the file (%s)", type(exc).__name__)
-            con.execute("CREATE OR REPLACE TEMP TABLE tre_ids (nhs VARCHAR, n BIGINT)")
-            return [_error(None, None, "the file cannot be read as CSV (comma-separated, UTF-8, double quotes)")], 1
-        rejects = con.execute(
-            "SELECT line, column_name, error_type FROM tre_rejects ORDER BY line, column_idx"
-        ).fetchall()
-        self.rejected_lines = sorted({int(line) for line, _, _ in rejects})
-        self.rejected_rows = len(self.rejected_lines)
-        errors, seen = [], set()
-        for line, column, kind in rejects:
-            if kind == "CAST":
-                declared = self.types.get(column, "text")
-                reason = f"not {TYPE_WORDS[declared]}"
-            else:
-                reason = _REJECT_REASONS.get(kind) or "malformed row"
-                column = column if kind in ("INVALID UNICODE", "INVALID ENCODING", "UNQUOTED VALUE") else None
-            key = (int(line) - 1, column, reason)  # DuckDB reports a short row once per missing field
-            if key not in seen:
-                seen.add(key)
-                errors.append(_error(*key))
-        count = len(errors)
-        if len(rejects) >= REJECTS_LIMIT:
-            count += 1  # "at least"
-        return errors, count
-
-    def typed_source(self) -> str:
-        return _csv_reader(self.source, self.order, rejects=None)
-
-    def locate_identifier_errors(self, *, limit: int) -> list[dict]:
-        """Rows whose identifier is missing or invalid. A second, ordered read numbers the rows;
-        rows that scan rejects (and so does not number) are added back from its own rejects."""
-        if self.rejected_rows >= REJECTS_LIMIT:
-            return []  # too broken to number rows reliably; the other errors say enough
-        order = [(name, "VARCHAR") for name, _ in self.order]
-        ident = _q(self.identifier)
-        self.con.execute("SET preserve_insertion_order = true")
-        found = self.con.execute(
-            f"SELECT rn, nhs FROM (SELECT row_number() OVER () AS rn, tre_norm({ident}) AS nhs "
-            f"FROM {_csv_reader(self.source, order, rejects='tre_rejects2')}) "
-            f"WHERE nhs IS NULL OR nhs = '' OR NOT tre_nhs_valid(nhs) ORDER BY rn LIMIT {int(limit)}"
-        ).fetchall()
-        skipped = sorted({int(line) - 1 for (line,) in self.con.execute("SELECT line FROM tre_rejects2").fetchall()})
-        errors, k = [], 0
-        for rn, nhs in found:
-            while k < len(skipped) and skipped[k] <= rn + k:
-                k += 1
-            errors.append(_error(int(rn) + k, self.identifier, self._identifier_reason(nhs)))
-        return errors
+    def _append_optouts(self, batch):
+        self.con.register("tre_opt_batch", pa.table({"person_id": pa.array(batch, pa.string())}))
+        self.con.execute("INSERT INTO tre_opt SELECT person_id FROM tre_opt_batch")
+        self.con.unregister("tre_opt_batch")
 
 
-class _ParquetLoad(_Load):
-    rejected_rows = 0
+def _pseudonymise(numbers: list[str]) -> tuple[list[str], list[int], list[int]]:
+    """``person_id`` (``pseudonym.person_id_for``) and the record keys (``recordkeys.record_keys``)
+    of many normalised, validated NHS numbers: the same functions, one-shot HMACs for speed."""
+    pkey, ckey = pseudonym_key(), cellkey_secret()
+    digest = hmac.digest
+    person_ids, rk, rk2 = [], [], []
+    for n in numbers:
+        pid = digest(pkey, n.encode("ascii"), "sha256").hex()
+        d = digest(ckey, pid.encode("ascii"), "sha256")
+        person_ids.append(pid)
+        rk.append(d[0])
+        rk2.append(int.from_bytes(d[1:5], "big"))
+    return person_ids, rk, rk2
 
-    def _reader(self, *, row_numbers=False) -> str:
-        extra = ", file_row_number=true" if row_numbers else ""
-        return f"read_parquet({_lit(str(self.source))}{extra})"
 
-    def header_errors(self) -> list[dict]:
-        try:
-            names = pq.ParquetFile(self.source).schema_arrow.names
-        except Exception:
-            return [_error(None, None, "the file cannot be read as Parquet")]
-        errors = check_header(names, columns=self.columns)
-        if errors:
-            return errors
-        self.file_names = {n.lower(): n for n in names}
-        return []
-
-    def _src(self, name: str) -> str:
-        return _q(self.file_names[name.lower()])
-
-    def _cast(self, name: str, *, strict: bool) -> str:
-        fn = "CAST" if strict else "TRY_CAST"
-        if name == self.identifier:
-            return f"{fn}({self._src(name)} AS VARCHAR)"
-        return f"{fn}({self._src(name)} AS {DUCKDB_TYPES[self.types[name]]})"
-
-    def pass1(self):
-        con = self.con
-        bad = [
-            (c["name"], f"({self._src(c['name'])} IS NOT NULL AND {self._cast(c['name'], strict=False)} IS NULL)")
-            for c in self.columns if c["name"] != self.identifier
-        ]
-        try:
-            con.execute(
-                f"CREATE TEMP TABLE tre_ids AS SELECT tre_norm({self._cast(self.identifier, strict=False)}) AS nhs, "
-                f"count(*) AS n FROM {self._reader()} GROUP BY ALL"
-            )
-            errors, count = [], 0
-            if bad:
-                flags = ", ".join(f"{expr} AS b{i}" for i, (_, expr) in enumerate(bad))
-                any_bad = " OR ".join(f"b{i}" for i in range(len(bad)))
-                inner = f"SELECT file_row_number, {flags} FROM {self._reader(row_numbers=True)}"
-                (count,) = con.execute(f"SELECT count(*) FROM ({inner}) WHERE {any_bad}").fetchall()[0]
-                if count:
-                    rows = con.execute(f"SELECT * FROM ({inner}) WHERE {any_bad} ORDER BY file_row_number LIMIT {MAX_ERRORS}").fetchall()
-                    for row in rows:
-                        for i, (name, _) in enumerate(bad):
-                            if row[1 + i]:
-                                errors.append(_error(int(row[0]) + 1, name, f"not {TYPE_WORDS[self.types[name]]}"))
-        except duckdb.Error as exc:
-            log.info("parquet pass 1 refused the file (%s)", type(exc).__name__)
-            con.execute("CREATE OR REPLACE TEMP TABLE tre_ids (nhs VARCHAR, n BIGINT)")
-            return [_error(None, None, "the file cannot be read as Parquet")], 1
-        return errors, int(count)
-
-    def typed_source(self) -> str:
-        cols = [f"{self._cast(c['name'], strict=True)} AS {_q(c['name'])}" for c in self.stored]
-        cols.append(f"{self._cast(self.identifier, strict=True)} AS {_q(self.identifier)}")
-        return f"(SELECT {', '.join(cols)} FROM {self._reader()})"
-
-    def locate_identifier_errors(self, *, limit: int) -> list[dict]:
-        found = self.con.execute(
-            f"SELECT file_row_number, nhs FROM (SELECT file_row_number, tre_norm({self._cast(self.identifier, strict=False)}) AS nhs "
-            f"FROM {self._reader(row_numbers=True)}) WHERE nhs IS NULL OR nhs = '' OR NOT tre_nhs_valid(nhs) "
-            f"ORDER BY file_row_number LIMIT {int(limit)}"
-        ).fetchall()
-        return [_error(int(rn) + 1, self.identifier, self._identifier_reason(nhs)) for rn, nhs in found]
+def _nhs_valid(n: str) -> bool:
+    return is_valid_nhs_number(n)

@@ -1,6 +1,11 @@
 """The secure data environment's metadata. The rows themselves live only in the store.
 
-- ``Dataset``: a custodian's declaration (name, columns, which column is the direct identifier).
+- ``Dataset``: a custodian's declaration (name, columns, which column is the direct identifier)
+  and its current data dictionary (``dictionary``: ``environment.dictionary.Dictionary.to_json()``).
+- ``DictionaryVersion``: every version of a dataset's dictionary (declared at creation, completed
+  by derivation at the first load, …), with the reason; each is audited.
+- ``DummyTwin``: a synthetic twin of a dataset generated from one dictionary version
+  (``environment/twins.py``): an ordinary store file whose rows are all made up.
 - ``DatasetVersion``: one load (upload) or rewrite (erasure) of a dataset: an immutable DuckDB
   file under ``TRE_STORE_DIR`` with a table ``data`` (``person_id`` + the stored columns).
   ``Dataset.current_version`` says which one queries read.
@@ -30,12 +35,24 @@ class Dataset(models.Model):
     name = models.CharField(max_length=63, unique=True)  # the SQL table name researchers query
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    class RowsPerPerson(models.TextChoices):
+        ONE = "one"
+        MANY = "many"
+
     identifier_column = models.CharField(max_length=63)  # e.g. nhs_number: replaced by person_id on ingestion
-    columns = models.JSONField(default=list)  # [{name, type, drop?, description?}]
+    # [{name, type, role, drop, description}] in declared order (the version-1 shape, plus the role)
+    columns = models.JSONField(default=list)
+    rows_per_person = models.CharField(max_length=4, choices=RowsPerPerson.choices, default=RowsPerPerson.MANY)
+    protection = models.JSONField(default=dict, blank=True)  # stricter than the settings, never looser
+    # the current dictionary (Dictionary.to_json()); its "version" is the latest DictionaryVersion.number
+    dictionary = models.JSONField(default=dict)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     current_version = models.ForeignKey(
         "environment.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+    )
+    current_twin = models.ForeignKey(
+        "environment.DummyTwin", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
     )
 
     class Meta:
@@ -48,6 +65,18 @@ class Dataset(models.Model):
     def stored_columns(self) -> list[dict]:
         """The columns that enter the store, in declared order (not the identifier, not dropped)."""
         return [c for c in self.columns if c["name"] != self.identifier_column and not c.get("drop", False)]
+
+    def dictionary_object(self):
+        """The current dictionary as an ``environment.dictionary.Dictionary`` (for a dataset saved
+        without one, its version-1 declaration with the default roles)."""
+        from .declaration import declare
+        from .dictionary import Dictionary
+
+        if self.dictionary:
+            return Dictionary.from_json(self.dictionary)
+        dictionary, _ = declare({"name": self.name, "identifier_column": self.identifier_column,
+                                 "columns": self.columns}, check_name=False)
+        return dictionary
 
     @property
     def row_count(self) -> int | None:
@@ -69,6 +98,11 @@ class DatasetVersion(models.Model):
         CSV = "csv"
         PARQUET = "parquet"
 
+    class Phase(models.TextChoices):
+        VALIDATING = "validating"
+        LOADING = "loading"
+        PUBLISHING = "publishing"
+
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()  # 1, 2, 3 … per dataset
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.LOADING, db_index=True)
@@ -83,15 +117,18 @@ class DatasetVersion(models.Model):
     source_format = models.CharField(max_length=10, choices=Format.choices, blank=True)
     source_bytes = models.BigIntegerField(null=True, blank=True)
     source_sha256 = models.CharField(max_length=64, blank=True)
+    encoding = models.CharField(max_length=20, blank=True)  # as declared on the upload ("" = UTF-8)
     incoming_path = models.CharField(max_length=255, blank=True)  # relative to TRE_STORE_DIR
 
     # the result
     file_path = models.CharField(max_length=255, blank=True)  # relative to TRE_STORE_DIR; "" unless ready
     row_count = models.BigIntegerField(null=True, blank=True)
     person_count = models.BigIntegerField(null=True, blank=True)
-    rows_loaded = models.BigIntegerField(null=True, blank=True)  # progress while loading
+    phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)  # progress while loading
+    rows_loaded = models.BigIntegerField(null=True, blank=True)  # progress while loading: rows done in the phase
     rows_total = models.BigIntegerField(null=True, blank=True)  # rows in the file, once validated
-    errors = models.JSONField(default=list, blank=True)  # [{row, column, reason}] — first 100, never values
+    # [{row, column, value_preview, reason}] — the first 1,000; never a preview of an identifier
+    errors = models.JSONField(default=list, blank=True)
     error_count = models.IntegerField(default=0)
     rows_removed = models.BigIntegerField(default=0)  # opted-out rows left out of this file
     persons_removed = models.BigIntegerField(default=0)
@@ -127,6 +164,51 @@ class DatasetVersion(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status != self.Status.LOADING
+
+
+class DictionaryVersion(models.Model):
+    """One version of a dataset's data dictionary (``body`` = ``Dictionary.to_json()``)."""
+
+    class Reason(models.TextChoices):
+        DECLARED = "declared"  # the custodian's declaration, at creation
+        DERIVED = "derived"  # undeclared domains, bounds and ranges derived at the first load
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="dictionary_versions")
+    number = models.PositiveIntegerField()
+    body = models.JSONField()
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="env_dictionary_version_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="env_dictionary_version_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.dataset_id}/d{self.number} ({self.reason})"
+
+
+class DummyTwin(models.Model):
+    """A dataset's synthetic twin, generated from one dictionary version alone (``twins.py``):
+    a store file like a version's (table ``data``), marked dummy inside (table ``tre_twin``)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="twins")
+    dictionary_version = models.PositiveIntegerField()
+    file_path = models.CharField(max_length=255)  # relative to TRE_STORE_DIR
+    row_count = models.BigIntegerField()
+    seed = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    file_deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["dataset", "-dictionary_version"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "dictionary_version"], name="env_twin_per_dictionary")]
+
+    def __str__(self):
+        return f"{self.dataset_id}/twin-d{self.dictionary_version}"
 
 
 class OptOut(models.Model):

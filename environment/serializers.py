@@ -1,30 +1,97 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .ingest import ROW_CONVENTION
+from .dictionary import Granularity
+from .dictionary import Role as DictRole
+from .ingest import ENCODINGS, ROW_CONVENTION
 from .models import Dataset, DatasetVersion
+
+_ANY_VALUE = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}],
+              "description": "typed as the column: a string (text; a date as YYYY-MM-DD), a number or a boolean"}
+
+
+@extend_schema_field(_ANY_VALUE)
+class DomainValueField(serializers.JSONField):
+    """A category value or a bound: its type follows the column's (checked by ``declaration.py``)."""
 
 
 class ColumnIn(serializers.Serializer):
     name = serializers.CharField(max_length=63, trim_whitespace=False)
     type = serializers.ChoiceField(choices=Dataset.ColumnType.choices)
+    role = serializers.ChoiceField(choices=[r.value for r in DictRole], required=False,
+                                   help_text="default: identifier for the identifier_column, drop when drop is true, "
+                                             "category for text and boolean, measure for integer and float, date for date")
+    values = serializers.ListField(child=DomainValueField(), required=False,
+                                   help_text="category: its domain (undeclared: derived safely at the first load)")
+    min = DomainValueField(required=False, help_text="measure or date: the lower bound (undeclared: derived)")
+    max = DomainValueField(required=False, help_text="measure or date: the upper bound (undeclared: derived)")
+    granularity = serializers.ChoiceField(choices=[g.value for g in Granularity], required=False,
+                                          help_text="date: the finest unit a query may use (default day)")
     drop = serializers.BooleanField(required=False, default=False)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
+class ProtectionIn(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["ckm", "dp"], required=False, help_text="ckm (default) or dp")
+    threshold = serializers.IntegerField(required=False, help_text="at least TRE_SDC_THRESHOLD")
+    ckm_d = serializers.IntegerField(required=False, help_text="at least TRE_CKM_D")
+    ckm_v = serializers.FloatField(required=False, help_text="at least TRE_CKM_V")
+    rho = serializers.FloatField(required=False, help_text="mode dp: the privacy budget (zCDP), > 0")
+    review = serializers.ChoiceField(choices=["required", "optional"], required=False, help_text="mode dp")
+    max_rows_per_person = serializers.IntegerField(required=False, help_text="mode dp")
+
+
 class DatasetIn(serializers.Serializer):
+    """The declaration (its schema). ``title``/``description`` are checked by ``DatasetMetaIn``,
+    everything else by ``environment.declaration.declare`` — every bad field named at once."""
+
     name = serializers.CharField(max_length=63, trim_whitespace=False)
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20_000)
     identifier_column = serializers.CharField(max_length=63, trim_whitespace=False)
+    rows_per_person = serializers.ChoiceField(choices=Dataset.RowsPerPerson.choices, required=False, default="many")
     columns = serializers.ListField(child=ColumnIn(), min_length=1, max_length=1000)
+    protection = ProtectionIn(required=False)
+
+
+class DatasetMetaIn(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20_000)
 
 
 class ColumnOut(serializers.Serializer):
     name = serializers.CharField()
     type = serializers.ChoiceField(choices=Dataset.ColumnType.choices)
+    role = serializers.ChoiceField(choices=[r.value for r in DictRole])
     drop = serializers.BooleanField()
     description = serializers.CharField()
+
+
+class DictionaryColumnOut(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.ChoiceField(choices=Dataset.ColumnType.choices)
+    role = serializers.ChoiceField(choices=[r.value for r in DictRole])
+    description = serializers.CharField()
+    values = serializers.ListField(child=DomainValueField(), required=False, allow_null=True,
+                                   help_text="category: the domain (null until derived at the first load)")
+    min = DomainValueField(required=False, allow_null=True)
+    max = DomainValueField(required=False, allow_null=True)
+    granularity = serializers.CharField(required=False)
+    derived = serializers.ListField(child=serializers.CharField(), required=False,
+                                    help_text="which of values/min/max were derived safely from the first loaded version")
+
+    def to_representation(self, instance):
+        shown = super().to_representation(instance)
+        return {k: v for k, v in shown.items() if k in instance}  # a field only where the role has it
+
+
+class DictionaryOut(serializers.Serializer):
+    dataset = serializers.CharField()
+    version = serializers.IntegerField(help_text="the dictionary version")
+    rows_per_person = serializers.ChoiceField(choices=Dataset.RowsPerPerson.choices)
+    complete = serializers.BooleanField(help_text="every domain, bound and range known (false until the first load)")
+    columns = DictionaryColumnOut(many=True)
+    protection = serializers.DictField(required=False)
 
 
 class DatasetOut(serializers.ModelSerializer):
@@ -38,13 +105,20 @@ class DatasetOut(serializers.ModelSerializer):
 
     class Meta:
         model = Dataset
-        fields = ["id", "name", "title", "description", "identifier_column", "columns", "current_version",
-                  "current_version_number", "row_count", "person_count", "created_by", "created_at"]
+        fields = ["id", "name", "title", "description", "identifier_column", "rows_per_person", "protection", "columns",
+                  "dictionary_version", "current_version", "current_version_number", "row_count", "person_count",
+                  "created_by", "created_at"]
+
+    protection = serializers.DictField(help_text="stricter disclosure control than the settings ({} when none)")
+    dictionary_version = serializers.SerializerMethodField()
 
     @extend_schema_field(ColumnOut(many=True))
     def get_columns(self, obj):
-        return [{"name": c["name"], "type": c["type"], "drop": bool(c.get("drop", False)),
-                 "description": c.get("description") or ""} for c in obj.columns]
+        return [{"name": c["name"], "type": c["type"], "role": c.get("role") or ("drop" if c.get("drop") else ""),
+                 "drop": bool(c.get("drop", False)), "description": c.get("description") or ""} for c in obj.columns]
+
+    def get_dictionary_version(self, obj) -> int | None:
+        return (obj.dictionary or {}).get("version")
 
     def get_current_version_number(self, obj) -> int | None:
         return obj.current_version.number if obj.current_version_id else None
@@ -73,7 +147,14 @@ class VersionOriginField(serializers.CharField):
 class VersionError(serializers.Serializer):
     row = serializers.IntegerField(allow_null=True, help_text=f"null for a file-level problem; {ROW_CONVENTION}")
     column = serializers.CharField(allow_null=True)
+    value_preview = serializers.CharField(allow_null=True, help_text="the start of the refused value (never for the identifier)")
     reason = serializers.CharField()
+
+
+class VersionProgress(serializers.Serializer):
+    phase = serializers.ChoiceField(choices=DatasetVersion.Phase.choices)
+    rows_done = serializers.IntegerField()
+    rows_total = serializers.IntegerField(allow_null=True, help_text="null until the file has been counted")
 
 
 class VersionOut(serializers.ModelSerializer):
@@ -92,7 +173,7 @@ class VersionOut(serializers.ModelSerializer):
         model = DatasetVersion
         fields = ["id", "version", "number", "dataset", "status", "origin", "derived_from", "is_current",
                   "row_count", "person_count", "errors", "error_count", "rows_removed", "persons_removed",
-                  "build_seconds", "optout_watermark", "source_format", "source_bytes", "progress",
+                  "build_seconds", "optout_watermark", "source_format", "source_bytes", "encoding", "progress",
                   "created_by", "created_at", "started_at", "finished_at", "superseded_at", "file_deleted"]
 
     def get_is_current(self, obj) -> bool:
@@ -101,12 +182,13 @@ class VersionOut(serializers.ModelSerializer):
     def get_file_deleted(self, obj) -> bool:
         return obj.file_deleted_at is not None
 
-    @extend_schema_field(serializers.DictField(allow_null=True, help_text="{rows_loaded, rows_total} while loading"))
+    @extend_schema_field(VersionProgress(allow_null=True, help_text="while loading: {phase, rows_done, rows_total}"))
     def get_progress(self, obj):
-        """While loading: ``{rows_loaded, rows_total}`` (an estimate, updated every few seconds)."""
+        """While loading: ``{phase, rows_done, rows_total}`` (updated every second)."""
         if obj.status != DatasetVersion.Status.LOADING:
             return None
-        return {"rows_loaded": obj.rows_loaded or 0, "rows_total": obj.rows_total}
+        return {"phase": obj.phase or DatasetVersion.Phase.VALIDATING, "rows_done": obj.rows_loaded or 0,
+                "rows_total": obj.rows_total}
 
     def get_created_by(self, obj) -> str | None:
         return obj.created_by.get_username() if obj.created_by_id else None
@@ -121,6 +203,8 @@ class VersionAccepted(serializers.Serializer):
 
 class UploadIn(serializers.Serializer):
     file = serializers.FileField(help_text="CSV (comma-separated, UTF-8, header line) or Parquet")
+    encoding = serializers.ChoiceField(choices=list(ENCODINGS), required=False,
+                                       help_text="the CSV file's encoding when it is not UTF-8 (never guessed)")
 
 
 class OptOutIn(serializers.Serializer):

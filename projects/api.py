@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.selectors import agreement_gaps_for
+from environment.serializers import DictionaryOut
 from tre.openapi import answers
 from tre.roles import Role, has_role, user_roles
 
@@ -216,3 +217,18 @@ class MeApi(APIView):
             "organisation_name": org.name if org else None,
             "projects": selectors.member_projects(user),
         })
+
+
+class DatasetDictionaryApi(APIView):
+    """``GET datasets/{id}/dictionary/``: a dataset's data dictionary (DESIGN.md §4) — names,
+    types, roles, domains, bounds, granularity, descriptions — for custodians and for members of a
+    project approved for the dataset (404 for everyone else). Researchers do not see dropped
+    columns. Served here because the rule is about projects; the dictionary is the environment's."""
+
+    @extend_schema(responses=answers(DictionaryOut, 401, 404))
+    def get(self, request, pk):
+        dataset = selectors.dataset_dictionary_for(user=request.user, pk=pk)
+        dictionary = dataset.dictionary_object()
+        body = dictionary.to_json(public=not has_role(request.user, Role.CUSTODIAN))
+        body["complete"] = dictionary.complete
+        return Response(DictionaryOut(body).data)

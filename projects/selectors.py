@@ -10,8 +10,9 @@ Who sees a project (``project_list_for`` / ``project_get_for``):
 """
 
 from django.apps import apps
-from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, Subquery, Value
+from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from environment.models import Dataset
@@ -134,3 +135,21 @@ def register_list(*, organisation: str | None = None, dataset: str | None = None
             .prefetch_related(Prefetch("datasets", queryset=Dataset.objects.only("id", "name")))
             .annotate(outputs_released=released_output_count())
             .order_by("-approved_at", "-id"))
+
+
+def dataset_dictionary_for(*, user, pk) -> Dataset:
+    """The dataset ``pk`` if ``user`` may read its data dictionary (DESIGN.md §4): custodians, and
+    members of a project approved for it (approved now, not past its end date). Everyone else:
+    ``NotFound`` (404), whether or not the dataset exists. One query for a member."""
+    if not getattr(user, "is_authenticated", False):
+        raise NotFound("no such dataset")
+    datasets = Dataset.objects.filter(pk=pk)
+    if not has_role(user, Role.CUSTODIAN):
+        approved = Project.objects.filter(
+            status=Project.Status.APPROVED, memberships__user_id=user.pk, datasets=OuterRef("pk"),
+        ).filter(Q(end_date__isnull=True) | Q(end_date__gte=timezone.localdate()))
+        datasets = datasets.filter(Exists(approved))
+    dataset = datasets.first()
+    if dataset is None:
+        raise NotFound("no such dataset")
+    return dataset

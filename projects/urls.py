@@ -13,4 +13,5 @@ urlpatterns = [
     path("projects/<int:pk>/reinstate/", api.ProjectReinstateApi.as_view(), name="project-reinstate"),
     path("projects/<int:pk>/close/", api.ProjectCloseApi.as_view(), name="project-close"),
     path("register/", api.RegisterApi.as_view(), name="register"),
+    path("datasets/<int:pk>/dictionary/", api.DatasetDictionaryApi.as_view(), name="dataset-dictionary"),
 ]

@@ -2,6 +2,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from environment.declaration import declare
 from environment.models import Dataset
 from environment.pseudonym import make_nhs_number
 from organisations.models import Organisation, Sector, UserProfile
@@ -60,6 +61,9 @@ class DatasetFactory(factory.django.DjangoModelFactory):
         {"name": "age", "type": "integer"},
         {"name": "value", "type": "float"},
     ])
+    # the version-1 declaration's dictionary (version 1, not yet complete: no load derived it)
+    dictionary = factory.LazyAttribute(lambda o: declare(
+        {"name": o.name, "identifier_column": o.identifier_column, "columns": o.columns}, check_name=False)[0].to_json())
 
 
 # --- Governance: projects and agreements -------------------------------------------------

@@ -19,6 +19,7 @@ env = environ.Env()
 # Defaults that are safe for a laptop demo and refused in production.
 DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
 DEFAULT_PSEUDONYM_KEY = "dev-insecure-pseudonym-key-change-me"
+DEFAULT_CELLKEY_SECRET = "dev-insecure-cellkey-secret-change-me"
 
 TRE_ENV = env.str("TRE_ENV", default="dev")
 if TRE_ENV not in ("dev", "test", "production"):
@@ -28,6 +29,8 @@ PRODUCTION = TRE_ENV == "production"
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
 SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
 TRE_PSEUDONYM_KEY = env.str("TRE_PSEUDONYM_KEY", default=DEFAULT_PSEUDONYM_KEY)
+# the key of each person's record keys for the cell key method (environment/recordkeys.py)
+TRE_CELLKEY_SECRET = env.str("TRE_CELLKEY_SECRET", default=DEFAULT_CELLKEY_SECRET)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"])
 
 if PRODUCTION:
@@ -36,6 +39,8 @@ if PRODUCTION:
         problems.append("SECRET_KEY must be set to a random value of at least 50 characters")
     if TRE_PSEUDONYM_KEY == DEFAULT_PSEUDONYM_KEY or len(TRE_PSEUDONYM_KEY) < 32:
         problems.append("TRE_PSEUDONYM_KEY must be set to a random value of at least 32 characters")
+    if TRE_CELLKEY_SECRET == DEFAULT_CELLKEY_SECRET or len(TRE_CELLKEY_SECRET) < 32:
+        problems.append("TRE_CELLKEY_SECRET must be set to a random value of at least 32 characters")
     if DEBUG:
         problems.append("DEBUG must be off")
     if not ALLOWED_HOSTS:
@@ -232,6 +237,7 @@ TRE_CKM_D = env.int("TRE_CKM_D", default=3)
 TRE_CKM_V = env.float("TRE_CKM_V", default=2.0)
 TRE_CKM_MAGNITUDE_A = env.float("TRE_CKM_MAGNITUDE_A", default=0.5)
 TRE_CKM_MAGNITUDE_B = env.float("TRE_CKM_MAGNITUDE_B", default=2.5)
+TRE_DUMMY_ROWS = env.int("TRE_DUMMY_ROWS", default=10_000)  # rows of each dataset's dummy twin
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(TRE_MAX_QUERY_BYTES * 2, 2_621_440)
 

@@ -1,6 +1,7 @@
 """Writes of the secure data environment, one module per concern:
 
-- ``datasets``: declaring a dataset;
+- ``datasets``: declaring a dataset (its dictionary, version 1);
+- ``dictionaries``: dictionary versions (each audited) and the dummy twin that follows each;
 - ``versions``: an upload recorded as a version, its load (ingestion), the sweeper of lost loads;
 - ``leases``: leases on version files, and the store's garbage collection;
 - ``optouts``: registration (O(numbers in the request)), the watermark, the opt-out status;
@@ -10,7 +11,8 @@ Every write audits itself in the same transaction; side effects (Celery, signals
 go out on commit. The names below are the public ones: ``from environment.services import X``.
 """
 
-from .datasets import dataset_create, next_version_number, validate_dataset_declaration
+from .datasets import dataset_create, dataset_declaration_problems, next_version_number
+from .dictionaries import dictionary_record, limits, threshold_in_force, twin_refresh
 from .erasure import (
     StoreError,
     datasets_containing,
@@ -44,6 +46,11 @@ from .optouts import (
 from .versions import enqueue_ingest, sweep_stuck_loads, version_ingest, version_upload
 
 __all__ = [
+    "dataset_declaration_problems",
+    "dictionary_record",
+    "limits",
+    "threshold_in_force",
+    "twin_refresh",
     "BROKER_ERRORS",
     "MAX_OPTOUTS_PER_REQUEST",
     "OPTOUT_SERVICE_GROUP",
@@ -72,7 +79,6 @@ __all__ = [
     "reap_dead_sandboxes",
     "release_leases",
     "sweep_stuck_loads",
-    "validate_dataset_declaration",
     "version_ingest",
     "version_upload",
 ]

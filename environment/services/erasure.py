@@ -23,6 +23,7 @@ from .. import engine, store
 from ..ingest import DUCKDB_TYPES
 from ..models import Dataset, DatasetVersion, ErasureRun, OptOut
 from ..naming import PERSON_ID
+from ..recordkeys import RK, RK2
 from ..signals import optouts_registered
 from .datasets import next_version_number
 from .leases import DatasetNotLoaded, delete_superseded_files, lease_current_versions, release_leases
@@ -147,7 +148,8 @@ def erase_dataset(*, dataset_id: int, watermark: int, now=None) -> dict | None:
             ).fetchall()[0]
             if rows_removed:
                 schema = ", ".join([f"{PERSON_ID} VARCHAR NOT NULL"] +
-                                   [f'{engine.quote_ident(c["name"])} {DUCKDB_TYPES[c["type"]]}' for c in dataset.stored_columns()])
+                                   [f'{engine.quote_ident(c["name"])} {DUCKDB_TYPES[c["type"]]}' for c in dataset.stored_columns()] +
+                                   [f"{RK} SMALLINT NOT NULL", f"{RK2} BIGINT NOT NULL"])  # record keys are copied
                 con.execute(f"CREATE TABLE data ({schema})")
                 con.execute("INSERT INTO data SELECT * FROM src.data WHERE person_id NOT IN (SELECT person_id FROM tre_opt)")
                 row_count, person_count = con.execute("SELECT count(*), count(DISTINCT person_id) FROM data").fetchall()[0]

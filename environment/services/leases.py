@@ -19,6 +19,7 @@ from tre.errors import NotFound, Unavailable, WrongState
 
 from .. import store
 from ..models import Dataset, DatasetVersion, SandboxLease
+from . import dictionaries
 
 
 class DatasetNotLoaded(WrongState, LookupError):
@@ -158,4 +159,8 @@ def cleanup_store(*, now=None) -> dict:
                     removed += 1
             except FileNotFoundError:
                 continue
-    return {"files_deleted": delete_superseded_files(now=now), "stale_removed": removed, **reaped}
+    twins = 0
+    for dataset_id in dictionaries.twins_missing():  # a twin lost to a crash (or never made) comes back
+        dictionaries.twin_refresh_quietly(dataset_id)
+        twins += 1
+    return {"files_deleted": delete_superseded_files(now=now), "stale_removed": removed, "twins_refreshed": twins, **reaped}

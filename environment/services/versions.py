@@ -18,7 +18,8 @@ from audit.services import audit_record
 
 from .. import store
 from ..ingest import build_version_file, load_failed, sniff_format
-from ..models import Dataset, DatasetVersion
+from ..models import Dataset, DatasetVersion, DictionaryVersion
+from . import dictionaries
 from .datasets import next_version_number
 from .erasure import enqueue_erasure, erasure_pending
 from .leases import delete_superseded_files
@@ -27,7 +28,8 @@ from .optouts import BROKER_ERRORS, optout_person_ids, optout_watermark_now
 log = logging.getLogger(__name__)
 
 
-def version_upload(*, dataset, actor, incoming_path: Path, size: int, sha256: str, filename: str = "", request=None) -> DatasetVersion:
+def version_upload(*, dataset, actor, incoming_path: Path, size: int, sha256: str, filename: str = "", encoding: str = "",
+                   request=None) -> DatasetVersion:
     """Record an uploaded file (already streamed into ``incoming/``) as a version in ``loading``;
     the load is enqueued on commit. If this fails the incoming file is deleted."""
     try:
@@ -40,6 +42,7 @@ def version_upload(*, dataset, actor, incoming_path: Path, size: int, sha256: st
                 status=DatasetVersion.Status.LOADING,
                 source_format=fmt if fmt in DatasetVersion.Format.values else "",
                 source_bytes=size, source_sha256=sha256, incoming_path=store.relpath(incoming_path), created_by=actor,
+                encoding=encoding or "", phase=DatasetVersion.Phase.VALIDATING,
             )
             audit_record(actor=actor, action=AuditAction.DATASET_VERSION_UPLOADED, target=locked, request=request,
                    data={"version": number, "version_id": version.pk, "bytes": size, "format": fmt})
@@ -64,15 +67,16 @@ def enqueue_ingest(version_id: int) -> bool:
 
 
 class _ProgressWriter:
-    """Called from the load's progress thread: writes ``rows_loaded`` on its own DB connection."""
+    """Called from the load's progress thread every second: writes ``{phase, rows_done,
+    rows_total}`` on its own DB connection."""
 
     def __init__(self, version_id):
         self.version_id = version_id
 
-    def __call__(self, rows_loaded: int, rows_total: int | None = None):
+    def __call__(self, phase: str, rows_done: int, rows_total: int | None = None):
         try:
             DatasetVersion.objects.filter(pk=self.version_id, status=DatasetVersion.Status.LOADING).update(
-                rows_loaded=rows_loaded, rows_total=rows_total)
+                phase=phase, rows_loaded=rows_done, rows_total=rows_total)
         except Exception:  # progress is best effort
             pass
 
@@ -94,14 +98,17 @@ def version_ingest(*, version_id: int, now=None) -> DatasetVersion | None:
     scratch = store.scratch_dir()
     source = store.abspath(version.incoming_path) if version.incoming_path else None
     try:
+        dictionary = dataset.dictionary_object()
         if source is None or not source.exists():
             result = load_failed("the uploaded file is missing from the store")
         else:
             result = build_version_file(
-                source=source, fmt=version.source_format or sniff_format(source), columns=dataset.columns, identifier_column=dataset.identifier_column,
+                source=source, fmt=version.source_format or sniff_format(source), dictionary=dictionary,
+                encoding=version.encoding or None, threshold=dictionaries.threshold_in_force(dictionary),
                 optout_person_ids=optout_person_ids(upto=watermark), out_path=tmp, temp_dir=scratch,
                 memory_limit=settings.TRE_INGEST_MEMORY_LIMIT, threads=settings.TRE_INGEST_THREADS, progress=_ProgressWriter(version.pk),
             )
+        result.dictionary_version = dictionary.version
     except Exception as exc:  # a bug or the machine (memory, disk): never the message, it may quote data
         log.error("load of version %s failed: %s", version.pk, type(exc).__name__)
         reason = store.failure_reason(exc) or (f"internal error during the load ({type(exc).__name__}); "
@@ -127,7 +134,12 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                 store.remove_quietly(tmp)
                 return version
             incoming = version.incoming_path
+            transaction.on_commit(lambda: _after_ingest(incoming))  # first: the upload goes before the twin is made
             version.build_seconds, version.finished_at = seconds, now
+            if result.ok and result.dictionary is not None and (dataset.dictionary or {}).get("version") != result.dictionary_version:
+                # another load completed the dictionary first: this file was checked against the old one
+                store.remove_quietly(tmp)
+                result = load_failed("the dictionary changed while this file was loading; upload the file again")
             version.rows_total = result.rows_total
             if result.ok:
                 final = store.version_file(dataset.pk, version.number)
@@ -155,6 +167,9 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                        data={"version": version.number, "version_id": version.pk, "row_count": version.row_count,
                              "person_count": version.person_count, "rows_opted_out": version.rows_removed,
                              "build_seconds": seconds, "current": becomes_current})
+                if result.dictionary is not None:  # the first load derived the undeclared domains
+                    dictionaries.dictionary_record(dataset=dataset, dictionary=result.dictionary,
+                                                   reason=DictionaryVersion.Reason.DERIVED)
             else:
                 store.remove_quietly(tmp)
                 version.status = DatasetVersion.Status.FAILED
@@ -163,7 +178,6 @@ def _finish_ingest(*, version_id, result, tmp: Path, seconds: float, watermark: 
                 version.save()
                 audit_record(actor=None, action=AuditAction.DATASET_VERSION_FAILED, target=dataset,
                        data={"version": version.number, "version_id": version.pk, "error_count": version.error_count})
-            transaction.on_commit(lambda: _after_ingest(incoming))
             return version
     except BaseException:
         if published is not None:

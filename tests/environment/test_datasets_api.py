@@ -20,8 +20,11 @@ def test_create_and_read(as_custodian, researcher, client_for):
     assert created["current_version"] is None and created["row_count"] is None and isinstance(created["id"], int)
     assert created["name"] == "admissions" and created["title"] == "Hospital admissions"
     assert created["identifier_column"] == "nhs_number" and created["description"] == "HES-like"
-    assert created["columns"][0] == {"name": "nhs_number", "type": "text", "drop": False, "description": "the direct identifier"}
-    assert created["columns"][-1] == {"name": "postcode", "type": "text", "drop": True, "description": ""}
+    assert created["columns"][0] == {"name": "nhs_number", "type": "text", "role": "identifier", "drop": False,
+                                     "description": "the direct identifier"}
+    assert created["columns"][1]["role"] == "category" and created["columns"][2]["role"] == "measure"
+    assert created["columns"][-1] == {"name": "postcode", "type": "text", "role": "drop", "drop": True, "description": ""}
+    assert created["rows_per_person"] == "many" and created["protection"] == {} and created["dictionary_version"] == 1
     event = AuditEvent.objects.get(action="dataset.created")
     assert event.target_type == "dataset" and event.target_id == str(created["id"]) and event.actor == "custodian1"
 

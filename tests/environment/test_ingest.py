@@ -10,8 +10,10 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from environment import store
+from environment.declaration import declare
 from environment.models import Dataset, DatasetVersion
 from environment.pseudonym import make_nhs_number, person_id_for
+from environment.recordkeys import record_keys
 from environment.services import version_ingest
 from tests.factories import make_invalid_nhs_number
 
@@ -33,8 +35,9 @@ def test_happy_path_load(create_dataset, load, as_custodian):
     assert (version.row_count, version.person_count) == (21, 20)
     assert version.file_path == f"datasets/{ds['id']}/v1.duckdb"
     names, stored = store_rows(version)
-    # person_id + the stored columns, in declared order; no identifier, no dropped column
-    assert names == ["person_id", "sex", "age", "weight", "admitted", "smoker"]
+    # person_id + the stored columns, in declared order; no identifier, no dropped column; record keys
+    assert names == ["person_id", "sex", "age", "weight", "admitted", "smoker", "_rk", "_rk2"]
+    assert all((r[6], r[7]) == record_keys(r[0]) for r in stored)
     assert len(stored) == 21
     ids = {r[0] for r in stored}
     assert ids == {_hmac(make_nhs_number(i)) for i in range(20)} == {person_id_for(make_nhs_number(i)) for i in range(20)}
@@ -58,7 +61,9 @@ def test_happy_path_load(create_dataset, load, as_custodian):
     assert entry["optout_watermark"] == 0 and entry["created_at"] and entry["is_current"] is True
     assert incoming_files() == []  # the upload is deleted after the load
     actions = list(AuditEvent.objects.values_list("action", flat=True))
-    assert actions[-3:] == ["dataset.created", "dataset.version_uploaded", "dataset.version_ready"]
+    # the first load derives the undeclared domains: a new dictionary version, then its dummy twin
+    assert actions[-6:] == ["dataset.created", "dataset.dictionary_changed", "dataset.version_uploaded",
+                            "dataset.version_ready", "dataset.dictionary_changed", "dataset.twin_generated"]
     ready = AuditEvent.objects.get(action="dataset.version_ready")
     assert ready.data["row_count"] == 21 and ready.data["person_count"] == 20
 
@@ -70,7 +75,7 @@ def test_upload_answers_202_and_loading_until_worker(create_dataset, as_custodia
     body = response.json()
     assert body["status"] == "loading" and body["version"] == body["id"] and body["number"] == 1
     listing = as_custodian.get(f"/api/v1/datasets/{ds['id']}/versions/").json()["results"][0]
-    assert listing["status"] == "loading" and listing["progress"] == {"rows_loaded": 0, "rows_total": None}
+    assert listing["status"] == "loading" and listing["progress"] == {"phase": "validating", "rows_done": 0, "rows_total": None}
     assert len(incoming_files()) == 1
     assert as_custodian.get(f"/api/v1/datasets/{ds['id']}/").json()["current_version"] is None
 
@@ -90,37 +95,45 @@ def test_empty_values_are_null(create_dataset, load):
     version = load(ds["id"], csv_bytes([row(1, age="", weight="", admitted="", smoker="", sex="")]))
     assert version.status == "ready", version.errors
     _, stored = store_rows(version)
-    assert stored[0][1:] == (None, None, None, None, None)
+    assert stored[0][1:6] == (None, None, None, None, None)
 
 
 BAD_FILES = {
     "missing column": (csv_bytes([row(1)], [h for h in HEADER if h != "age"]),
-                       {"row": None, "column": "age", "reason": "missing column: declared for this dataset but not in the file"}),
+                       {"row": None, "column": "age", "value_preview": None,
+                        "reason": "missing column: declared for this dataset but not in the file"}),
     "extra column": (csv_bytes([{**row(1), "secret": "x"}], HEADER + ["secret"]),
-                     {"row": None, "column": "secret", "reason": "unexpected column: not declared for this dataset"}),
+                     {"row": None, "column": "secret", "value_preview": None, "reason": "unexpected column: not declared for this dataset"}),
     "duplicate header": (csv_bytes([[*row(1).values(), "40"]], HEADER + ["age"]),
-                         {"row": None, "column": "age", "reason": "duplicate column name in the header"}),
-    "bad integer": (csv_bytes([row(1), row(2), row(3, age="forty")]), {"row": 3, "column": "age", "reason": "not an integer"}),
-    "bad date": (csv_bytes([row(1, admitted="2024-13-45")]), {"row": 1, "column": "admitted", "reason": "not a date (YYYY-MM-DD)"}),
-    "bad float": (csv_bytes([row(1), row(2, weight="heavy")]), {"row": 2, "column": "weight", "reason": "not a number"}),
-    "bad boolean": (csv_bytes([row(1, smoker="sometimes")]), {"row": 1, "column": "smoker", "reason": "not a boolean (true/false)"}),
+                         {"row": None, "column": "age", "value_preview": None, "reason": "duplicate column name in the header"}),
+    "bad integer": (csv_bytes([row(1), row(2), row(3, age="forty")]), {"row": 3, "column": "age", "value_preview": "forty", "reason": "not an integer"}),
+    "bad date": (csv_bytes([row(1, admitted="2024-13-45")]), {"row": 1, "column": "admitted", "value_preview": "2024-13-45",
+                                                                   "reason": "not a date (YYYY-MM-DD)"}),
+    "bad float": (csv_bytes([row(1), row(2, weight="heavy")]), {"row": 2, "column": "weight", "value_preview": "heavy",
+                                                                   "reason": "not a finite number"}),
+    "bad boolean": (csv_bytes([row(1, smoker="sometimes")]), {"row": 1, "column": "smoker", "value_preview": "sometimes",
+                                                         "reason": "not a boolean (true/false)"}),
     "bad nhs number": (csv_bytes([row(1), row(2), row(3), row(4, nhs_number=make_invalid_nhs_number(4))]),
-                       {"row": 4, "column": "nhs_number", "reason": "not a valid NHS number (10 digits with a modulus-11 check digit)"}),
+                       {"row": 4, "column": "nhs_number", "value_preview": None,
+                        "reason": "not a valid NHS number (10 digits with a modulus-11 check digit)"}),
     "short nhs number": (csv_bytes([row(1, nhs_number="12345")]),
-                         {"row": 1, "column": "nhs_number", "reason": "not a valid NHS number (10 digits with a modulus-11 check digit)"}),
+                         {"row": 1, "column": "nhs_number", "value_preview": None,
+                          "reason": "not a valid NHS number (10 digits with a modulus-11 check digit)"}),
     "missing identifier": (csv_bytes([row(1), row(2, nhs_number="")]),
-                           {"row": 2, "column": "nhs_number", "reason": "the identifier (NHS number) is missing"}),
-    "empty": (b"", {"row": None, "column": None, "reason": "the file is empty"}),
-    "blank lines only": (b"\n\n  \n", {"row": None, "column": None, "reason": "the file is empty"}),
-    "header only": (csv_bytes([]), {"row": None, "column": None, "reason": "the file has a header but no data rows"}),
+                           {"row": 2, "column": "nhs_number", "value_preview": None, "reason": "the identifier (NHS number) is missing"}),
+    "empty": (b"", {"row": None, "column": None, "value_preview": None, "reason": "the file is empty"}),
+    "blank lines only": (b"\n\n  \n", {"row": None, "column": None, "value_preview": None, "reason": "the file is empty"}),
+    "header only": (csv_bytes([]), {"row": None, "column": None, "value_preview": None, "reason": "the file has a header but no data rows"}),
     "not utf-8 header": (csv_bytes([row(1)]).replace(b"sex", b"s\xe9x", 1),
-                         {"row": None, "column": None, "reason": "the file is not valid UTF-8 (in the header line)"}),
+                         {"row": None, "column": None, "value_preview": None, "reason": "the file is not valid UTF-8 (in the header line)"}),
     "not utf-8 data": (csv_bytes([row(1), row(2, sex="caf\u00e9")]).decode().encode("utf-8").replace("é".encode(), b"\xe9"),
-                       {"row": 2, "column": "sex", "reason": "not valid UTF-8"}),
+                       {"row": 2, "column": None, "value_preview": None,
+                        "reason": "not valid UTF-8 (declare the file's encoding on the upload, e.g. encoding=cp1252)"}),
     "too many fields": (csv_bytes([row(1)]) + (",".join(row(2).values()) + ",extra\n").encode(),
-                        {"row": 2, "column": None, "reason": "too many fields in this row"}),
-    "too few fields": (csv_bytes([row(1)]) + b"4000000004,F\n", {"row": 2, "column": None, "reason": "too few fields in this row"}),
-    "gzip": (b"\x1f\x8b\x08\x00rest", {"row": None, "column": None,
+                        {"row": 2, "column": None, "value_preview": None, "reason": "too many fields in this row"}),
+    "too few fields": (csv_bytes([row(1)]) + b"4000000004,F\n", {"row": 2, "column": None, "value_preview": None,
+                                                                         "reason": "too few fields in this row"}),
+    "gzip": (b"\x1f\x8b\x08\x00rest", {"row": None, "column": None, "value_preview": None,
                                       "reason": "compressed files are not accepted: upload a plain CSV or a Parquet file"}),
 }
 
@@ -145,20 +158,22 @@ def test_bad_file_is_refused_whole(kind, create_dataset, load, as_custodian):
     assert failed.data == {"version": version.number, "version_id": version.pk, "error_count": version.error_count}
 
 
-def test_errors_name_rows_and_never_values(create_dataset, load):
+def test_errors_name_rows_and_never_identifiers(create_dataset, load):
     ds = create_dataset()
-    rows = [row(i) for i in range(300)]
-    for i in range(0, 300, 2):
+    rows = [row(i) for i in range(2300)]
+    for i in range(0, 2300, 2):
         rows[i]["nhs_number"] = make_invalid_nhs_number(i)
     rows[1]["age"] = "x"
+    rows[3]["sex"] = "9434765919"  # an NHS number in the wrong column is masked in the preview
     version = load(ds["id"], csv_bytes(rows))
     assert version.status == "failed"
-    assert len(version.errors) == 100 and version.error_count == 151
-    assert version.errors[0] == {"row": 1, "column": "nhs_number", "reason": "not a valid NHS number (10 digits with a modulus-11 check digit)"}
-    assert version.errors[1] == {"row": 2, "column": "age", "reason": "not an integer"}
+    assert len(version.errors) == 1000 and version.error_count == 1151
+    assert version.errors[0] == {"row": 1, "column": "nhs_number", "value_preview": None,
+                                 "reason": "not a valid NHS number (10 digits with a modulus-11 check digit)"}
+    assert version.errors[1] == {"row": 2, "column": "age", "value_preview": "x", "reason": "not an integer"}
     assert [e["row"] for e in version.errors[2:5]] == [3, 5, 7]
     text = str(version.errors)
-    assert make_invalid_nhs_number(0) not in text and "'x'" not in text
+    assert make_invalid_nhs_number(0) not in text and "9434765919" not in text
 
 
 def test_identifier_rows_are_numbered_past_rejected_rows(create_dataset, load):
@@ -182,14 +197,15 @@ def test_parquet_load_and_bad_parquet(create_dataset, load):
     assert version.status == "ready", version.errors
     assert version.source_format == "parquet"
     names, stored = store_rows(version)
-    assert names == ["person_id", "sex", "age", "weight", "admitted", "smoker"] and len(stored) == 4
+    assert names == ["person_id", "sex", "age", "weight", "admitted", "smoker", "_rk", "_rk2"] and len(stored) == 4
 
     bad = table.set_column(2, "age", pa.array(["30", "forty", "50", "x"]))
     sink = pa.BufferOutputStream()
     pq.write_table(bad, sink)
     failed = load(ds["id"], sink.getvalue().to_pybytes(), filename="anything.bin")  # found by magic number
     assert failed.status == "failed"
-    assert failed.errors == [{"row": 2, "column": "age", "reason": "not an integer"}, {"row": 4, "column": "age", "reason": "not an integer"}]
+    assert failed.errors == [{"row": 2, "column": "age", "value_preview": "forty", "reason": "not an integer"},
+                             {"row": 4, "column": "age", "value_preview": "x", "reason": "not an integer"}]
 
 
 def test_new_upload_becomes_current_and_old_file_is_deleted(create_dataset, load):
@@ -294,7 +310,7 @@ def test_declared_columns_reach_the_store_schema(create_dataset, load):
     ds = create_dataset(name="small", columns=columns, identifier_column="nhs")
     version = load(ds["id"], csv_bytes([[make_nhs_number(1), "5", "true"]], ["nhs", "n", "flag"]))
     names, stored = store_rows(version, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'data' ORDER BY ordinal_position")
-    assert stored == [("person_id", "VARCHAR"), ("n", "BIGINT")]
+    assert stored == [("person_id", "VARCHAR"), ("n", "BIGINT"), ("_rk", "SMALLINT"), ("_rk2", "BIGINT")]
     assert COLUMNS  # (imported for the shape of the default dataset)
 
 
@@ -312,12 +328,15 @@ def test_progress_is_reported_while_writing(tmp_path, monkeypatch):
     source = tmp_path / "big.csv"
     source.write_bytes(csv_bytes([row(i % 5000) for i in range(300_000)]))
     seen = []
+    dictionary, _ = declare({"name": "big", "identifier_column": "nhs_number", "columns": COLUMNS})
     result = ingest.build_version_file(
-        source=source, fmt="csv", columns=COLUMNS, identifier_column="nhs_number", out_path=tmp_path / "out.duckdb",
-        temp_dir=tmp_path, progress=lambda loaded, total: seen.append((loaded, total)),
+        source=source, fmt="csv", dictionary=dictionary, out_path=tmp_path / "out.duckdb",
+        temp_dir=tmp_path, progress=lambda phase, done, total: seen.append((phase, done, total)),
     )
     assert result.ok and result.row_count == 300_000 and result.person_count == 5000
-    assert seen and all(total == 300_000 and 0 <= loaded <= total for loaded, total in seen)
+    assert seen[0] == ("validating", 0, None)  # from the first second, before the file is counted
+    loading = [(done, total) for phase, done, total in seen if phase == "loading"]
+    assert loading and all(total == 300_000 and 0 <= done <= total for done, total in loading)
 
 
 def test_sweep_store_removes_leftovers_of_crashes(create_dataset, as_custodian):
@@ -351,4 +370,5 @@ def test_a_data_line_as_header_is_not_echoed(create_dataset, load):
     assert version.status == "failed"
     text = str(version.errors)
     assert first["nhs_number"] not in text and "AB1 1XY" not in text and "'f'" not in text and "false" not in text
-    assert {"row": None, "column": None, "reason": "the first line must be the header, naming the declared columns"} in version.errors
+    assert {"row": None, "column": None, "value_preview": None,
+            "reason": "the first line must be the header, naming the declared columns"} in version.errors

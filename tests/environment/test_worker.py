@@ -29,7 +29,7 @@ def test_load_and_erasure_on_a_real_worker(celery_worker_process, make_user, cli
     _, stored = store_rows(version, "SELECT DISTINCT person_id FROM data")
     assert {r[0] for r in stored} == {person_id_for(n) for n in numbers}
     assert client.get(f"/api/v1/datasets/{ds['id']}/").json()["current_version"] == version_id
-    assert not any((store.root() / "incoming").iterdir())
+    wait_for(lambda: not any((store.root() / "incoming").iterdir()), timeout=10, message="the upload to be deleted")
 
     # an opt-out: registration commits, the erasure task runs on the worker
     assert client.post("/api/v1/opt-outs/", {"nhs_numbers": [numbers[7], numbers[8]]}, format="json").status_code == 202
