@@ -227,6 +227,8 @@ class Source:
     dataset: str
     join: Literal["from", "inner", "left"] = "from"
     on: str | None = None
+    # the dataset's stored columns (name, type) in declared order: the content of a row for its row key
+    stored: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -484,13 +486,14 @@ class _Validator:
             if alias in self.sources:
                 self.problem("duplicate_alias", f"{alias!r} names two datasets", table)
                 continue
+            stored = tuple((c.name, c.type.value) for c in self.dictionaries[dataset].stored_columns)
             if join is None:
-                self.sources[alias] = Source(alias, dataset)
+                self.sources[alias] = Source(alias, dataset, stored=stored)
                 first_alias = alias
                 continue
             kind = self.join(join, alias, first_alias)
             if kind is not None:
-                self.sources[alias] = Source(alias, dataset, kind[0], kind[1])
+                self.sources[alias] = Source(alias, dataset, kind[0], kind[1], stored=stored)
 
     def join(self, join: exp.Join, alias: str, first_alias: str | None):
         method, side, kind = (join.args.get(k) or "" for k in ("method", "side", "kind"))
@@ -1358,7 +1361,7 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     """ONE statement computing the populated cells of the plan's grid from per-person contributions.
 
     Columns: ``k0..k{n-1}`` (key labels), ``n_persons``, ``ckey`` (Σ _rk mod 256 over contributors),
-    ``ckey2`` (Σ _rk2 mod 2^32), ``n_rows``, ``rows_max``, and for each statistic i (its index in
+    ``ckey2`` (Σ of the rows' keys mod 2^32, see ``_row_key_sql``), ``n_rows``, ``rows_max``, and for each statistic i (its index in
     ``plan.statistics``) with a measure: ``m{i}_n`` (non-null rows), ``m{i}_persons``, ``m{i}_ckey``,
     ``m{i}_ckey2`` (the measure's own contributors — persons with a non-null value — and their cell keys,
     DESIGN §6), ``m{i}_sum``, ``m{i}_sumsq``, ``m{i}_top1``, ``m{i}_top2`` (largest |per-person sum|),
@@ -1373,7 +1376,7 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
 
     src = exp.select(exp.alias_(person.copy(), "pid", quoted=True),
                      exp.alias_(exp.column(RK, table=t0, quoted=True), "rk", quoted=True),
-                     exp.alias_(exp.column(RK2, table=t0, quoted=True), "rk2", quoted=True))
+                     exp.alias_(_row_key_sql(plan, alias_map, t0, dialect), "rk2", quoted=True))
     src = src.from_(exp.alias_(exp.to_table(tables[first.dataset]), t0, table=True, quoted=True), copy=False)
     for source in plan.sources[1:]:
         alias = alias_map[source.alias]
@@ -1409,9 +1412,10 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
         src = src.where(exp.and_(*conditions), copy=False)
 
     q = lambda name: exp.column(name, quoted=True)  # noqa: E731
+    two32 = exp.Literal.number(2**32)
     pp = exp.select(*(q(k) for k in key_names), q("pid"),
                     exp.alias_(exp.Min(this=q("rk")), "rk", quoted=True),
-                    exp.alias_(exp.Min(this=q("rk2")), "rk2", quoted=True),
+                    exp.alias_(exp.Mod(this=exp.Sum(this=q("rk2")), expression=two32.copy()), "rk2", quoted=True),
                     exp.alias_(exp.Count(this=exp.Star()), "r", quoted=True))
     def wide(node, value):
         # Spark sums BIGINT into BIGINT (and overflows); DuckDB sums it into HUGEINT. An exact measure's
@@ -1424,7 +1428,10 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
         square = exp.Mul(this=q(value), expression=q(value))
         pp = pp.select(exp.alias_(exp.Count(this=q(value)), f"{value}_n", quoted=True),
                        exp.alias_(exp.Sum(this=wide(q(value), value)), f"{value}_s", quoted=True),
-                       exp.alias_(exp.Sum(this=wide(square, value)), f"{value}_q", quoted=True), copy=False)
+                       exp.alias_(exp.Sum(this=wide(square, value)), f"{value}_q", quoted=True),
+                       exp.alias_(exp.Mod(this=exp.Sum(this=exp.Case(ifs=[exp.If(
+                           this=exp.Not(this=exp.Is(this=q(value), expression=exp.Null())), true=q("rk2"))])),
+                           expression=two32.copy()), f"{value}_k2", quoted=True), copy=False)
     pp = pp.from_("src", copy=False)
     if key_names:
         pp = pp.where(exp.and_(*(exp.Not(this=exp.Is(this=q(k), expression=exp.Null())) for k in key_names)), copy=False)
@@ -1463,7 +1470,7 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
             exp.alias_(bigint(exp.Coalesce(this=exp.Mod(this=exp.Sum(this=when_measured("rk")),
                                                         expression=exp.Literal.number(256)),
                                            expressions=[zero.copy()])), f"m{i}_ckey", quoted=True),
-            exp.alias_(bigint(exp.Coalesce(this=exp.Mod(this=exp.Sum(this=when_measured("rk2")),
+            exp.alias_(bigint(exp.Coalesce(this=exp.Mod(this=exp.Sum(this=q(f"{value}_k2")),
                                                         expression=exp.Literal.number(2**32)),
                                            expressions=[zero.copy()])), f"m{i}_ckey2", quoted=True),
             exp.alias_(exp.Coalesce(this=exp.Sum(this=q(f"{value}_s")), expressions=[zero.copy()]), f"m{i}_sum",
@@ -1481,6 +1488,35 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
         out = out.having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(0)), copy=False)
     out = out.with_("src", as_=src, copy=False).with_("pp", as_=pp, copy=False)
     return out.sql(dialect=dialect, identify=True, comments=False, unsupported_level=ErrorLevel.RAISE)
+
+
+def _row_key_sql(plan: Plan, alias_map, t0: str, dialect: str) -> exp.Expression:
+    """The row's magnitude key: ``(_rk2 + h) mod 2^32``, ``h`` the first 32 bits of the MD5 of the row's
+    stored values as text (every source's, in declared order, ``|``-separated, NULL as the empty text).
+
+    A cell's ``ckey2`` is the sum of its rows' keys, so two cells with the same persons but one row more,
+    less or different get unrelated magnitude noise (a sum of per-person keys would give them the same
+    noise, and the difference of the two released sums would reveal that row's value). ``_rk2`` is
+    secret, so the key cannot be predicted from the row's values. The text of a value is the engine's
+    cast to text; for DOUBLE values DuckDB and Spark may write some numbers differently (e.g. ``1e+16``
+    and ``1.0E16``), so magnitude noise over float columns may differ between the engines.
+    """
+    parts = []
+    for source in plan.sources:
+        alias = alias_map[source.alias]
+        for name, _type in source.stored:
+            text = exp.cast(exp.column(name, table=alias, quoted=True), "VARCHAR")
+            parts.append(exp.Coalesce(this=text, expressions=[exp.Literal.string("")]))
+    digest = exp.Substring(this=exp.MD5(this=exp.ConcatWs(expressions=[exp.Literal.string("|"), *parts])
+                                        if parts else exp.Literal.string("")),
+                           start=exp.Literal.number(1), length=exp.Literal.number(8))
+    if dialect == "duckdb":
+        h = exp.cast(exp.DPipe(this=exp.Literal.string("0x"), expression=digest), "BIGINT")
+    else:
+        h = exp.cast(exp.Anonymous(this="conv", expressions=[digest, exp.Literal.number(16), exp.Literal.number(10)]),
+                     "BIGINT")
+    total = exp.Add(this=exp.cast(exp.column(RK2, table=t0, quoted=True), "BIGINT"), expression=h)
+    return exp.Mod(this=exp.Paren(this=total), expression=exp.Literal.number(2**32))
 
 
 def _key_sql(plan: Plan, alias_map, key: Key) -> exp.Expression:
