@@ -1356,17 +1356,9 @@ def _exact(plan: Plan, node: exp.Expression) -> bool:
     return bool(num and num.exact)
 
 
-def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables: Mapping[str, str],
-                      optouts: str | None) -> str:
-    """ONE statement computing the populated cells of the plan's grid from per-person contributions.
-
-    Columns: ``k0..k{n-1}`` (key labels), ``n_persons``, ``ckey`` (Σ _rk mod 256 over contributors),
-    ``ckey2`` (Σ of the rows' keys mod 2^32, see ``_row_key_sql``), ``n_rows``, ``rows_max``, and for each statistic i (its index in
-    ``plan.statistics``) with a measure: ``m{i}_n`` (non-null rows), ``m{i}_persons``, ``m{i}_ckey``,
-    ``m{i}_ckey2`` (the measure's own contributors — persons with a non-null value — and their cell keys,
-    DESIGN §6), ``m{i}_sum``, ``m{i}_sumsq``, ``m{i}_top1``, ``m{i}_top2`` (largest |per-person sum|),
-    ``m{i}_sqtop1`` (largest per-person sum of squares). Sums are 0 (not NULL) when no value is present.
-    """
+def _source(plan: Plan, dialect: str, tables: Mapping[str, str], optouts: str | None):
+    """The ``src`` select of both statements: one row per joined, filtered row with ``pid``, ``rk``, the
+    row's magnitude key ``rk2``, the keys ``k0…`` and the measure values ``v0…``."""
     if dialect not in ("duckdb", "spark"):
         raise ValueError(f"unknown dialect {dialect!r}")
     alias_map = {s.alias: f"t{i}" for i, s in enumerate(plan.sources)}
@@ -1411,6 +1403,21 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     if conditions:
         src = src.where(exp.and_(*conditions), copy=False)
 
+    return src, key_names, measures, exact_values, stat_value
+
+
+def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables: Mapping[str, str],
+                      optouts: str | None) -> str:
+    """ONE statement computing the populated cells of the plan's grid from per-person contributions.
+
+    Columns: ``k0..k{n-1}`` (key labels), ``n_persons``, ``ckey`` (Σ _rk mod 256 over contributors),
+    ``ckey2`` (Σ of the rows' keys mod 2^32, see ``_row_key_sql``), ``n_rows``, ``rows_max``, and for each statistic i (its index in
+    ``plan.statistics``) with a measure: ``m{i}_n`` (non-null rows), ``m{i}_persons``, ``m{i}_ckey``,
+    ``m{i}_ckey2`` (the measure's own contributors — persons with a non-null value — and their cell keys,
+    DESIGN §6), ``m{i}_sum``, ``m{i}_sumsq``, ``m{i}_top1``, ``m{i}_top2`` (largest |per-person sum|),
+    ``m{i}_sqtop1`` (largest per-person sum of squares). Sums are 0 (not NULL) when no value is present.
+    """
+    src, key_names, measures, exact_values, stat_value = _source(plan, dialect, tables, optouts)
     q = lambda name: exp.column(name, quoted=True)  # noqa: E731
     two32 = exp.Literal.number(2**32)
     pp = exp.select(*(q(k) for k in key_names), q("pid"),
@@ -1490,6 +1497,20 @@ def contributions_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables
     return out.sql(dialect=dialect, identify=True, comments=False, unsupported_level=ErrorLevel.RAISE)
 
 
+def persons_sql(plan: Plan, *, dialect: Literal["duckdb", "spark"], tables: Mapping[str, str],
+                optouts: str | None) -> str:
+    """The contributors of each populated cell: one row per (cell, person), columns ``k0…`` and ``pid``
+    (the ``person_id``), for the differencing ledger. Same rows, filter and opt-outs as
+    ``contributions_sql``."""
+    src, key_names, *_ = _source(plan, dialect, tables, optouts)
+    q = lambda name: exp.column(name, quoted=True)  # noqa: E731
+    out = exp.select(*(q(k) for k in key_names), q("pid")).distinct().from_("src")
+    if key_names:
+        out = out.where(exp.and_(*(exp.Not(this=exp.Is(this=q(k), expression=exp.Null())) for k in key_names)))
+    out = out.with_("src", as_=src)
+    return out.sql(dialect=dialect, identify=True, comments=False, unsupported_level=ErrorLevel.RAISE)
+
+
 def _row_key_sql(plan: Plan, alias_map, t0: str, dialect: str) -> exp.Expression:
     """The row's magnitude key: ``(_rk2 + h) mod 2^32``, ``h`` the first 32 bits of the MD5 of the row's
     stored values as text (every source's, in declared order, ``|``-separated, NULL as the empty text).
@@ -1529,3 +1550,21 @@ def _key_sql(plan: Plan, alias_map, key: Key) -> exp.Expression:
         default = case.args.get("default")
         return exp.Case(ifs=ifs, default=default.copy() if default is not None else None)
     return _rewrite(plan, alias_map, key.expression)
+
+
+def datasets_named(sql: str, *, max_bytes: int = 100_000) -> list[str]:
+    """The dataset names a query's FROM and JOIN clauses name (lower-case, sorted), for the access
+    decision that comes before validation; [] when the text does not parse (``validate`` then names
+    every problem)."""
+    if not isinstance(sql, str) or len(sql.encode("utf-8", "replace")) > max_bytes:
+        return []
+    try:
+        trees = sqlglot_parse(sql)
+    except (SqlglotError, ValueError):
+        return []
+    return sorted({t.name.lower() for tree in trees if tree is not None for t in tree.find_all(exp.Table) if t.name})
+
+
+def sqlglot_parse(sql: str):
+    dialect = _Dialect()
+    return dialect.parser(error_level=ErrorLevel.RAISE).parse(dialect.tokenize(sql), sql)
