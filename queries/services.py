@@ -252,7 +252,7 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
             return None
         decision = check_access(user=query.submitted_by, project=query.project, datasets=query.dataset_names)
         if not decision.allowed:
-            _finish(query, Query.Status.FAILED, code="access_refused", detail=decision.message, now=now)
+            _finish(query, Query.Status.FAILED, code="access_refused", detail=f"{decision.message} (rule {decision.rule})", now=now)
             audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "access_refused", "rule": decision.rule})
             return None
         transitions.check(TRANSITIONS, query, "start")
@@ -274,7 +274,7 @@ def _person_sets(conn, query: Query) -> bytes:
     group = f" GROUP BY {keys}" if keys else ""
     table = conn.sql(
         f"SELECT {select}list(DISTINCT CAST('0x' || substr(\"pid\", 1, 16) AS UBIGINT)) AS tre_person_keys "
-        f"FROM ({query.contributors_sql}) AS c{group}").fetch_arrow_table()
+        f"FROM ({query.contributors_sql}) AS c{group}").to_arrow_table()
     key_columns = [[plans.label(v) for v in table.column(i).to_pylist()] for i in range(n_keys)]
     persons = table.column("tre_person_keys").combine_chunks()
     if not isinstance(persons, pa.ListArray) or len(persons) == 0:
