@@ -22,7 +22,8 @@ from tests.scenario import Scenario
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-SLOW_SQL = "SELECT count(*) AS pairs FROM heavy a JOIN heavy b ON a.person_id = b.person_id"
+# one person with many rows in two datasets: the join on person_id reads every pair of their rows
+SLOW_SQL = "SELECT count(*) AS pairs FROM heavy a JOIN heavy_b b ON a.person_id = b.person_id"
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -103,9 +104,10 @@ def _restart_postgres():
 
 def test_postgres_restart_during_a_run_is_retried_or_reported(client_for, make_user, celery_worker_process):
     sc = Scenario(client_for, make_user)
-    heavy = sc.load_dataset("heavy", records(60_000, persons=1, seed=11))
-    sc.make_agreement([heavy["id"]])
-    sc.project = sc.make_project([sc.dataset["id"], heavy["id"]])
+    heavy = sc.load_dataset("heavy", records(20_000, persons=1, seed=11))
+    heavy_b = sc.load_dataset("heavy_b", records(20_000, persons=1, seed=11))
+    sc.make_agreement([heavy["id"], heavy_b["id"]])
+    sc.project = sc.make_project([sc.dataset["id"], heavy["id"], heavy_b["id"]])
     submitted = sc.submit(SLOW_SQL)
     sc.wait_query(submitted["id"], statuses=("running",), timeout=30)
     _restart_postgres()
