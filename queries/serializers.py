@@ -6,6 +6,7 @@ cells — each of them was an oracle in version 1. A failed real query shows ``e
 which hold no real value) adds its exact ``result``, the engine's ``error`` and its ``timings``.
 """
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Query
@@ -55,16 +56,20 @@ class QueryOut(serializers.ModelSerializer):
         """``time_limit`` or ``system_error`` (a real query's closed set); "" unless failed."""
         return query.error_code if query.status == Query.Status.FAILED else ""
 
-    def get_result(self, query) -> QueryResultOut | None:
+    @extend_schema_field(QueryResultOut(allow_null=True, help_text="dummy runs only: the whole grid, exact"))
+    def get_result(self, query):
         return query.result if self._dummy(query) else None
 
-    def get_timings(self, query) -> dict | None:
+    @extend_schema_field(serializers.DictField(allow_null=True, help_text="dummy runs only"))
+    def get_timings(self, query):
         return dict(query.timings) if self._dummy(query) else None
 
-    def get_started_at(self, query) -> str | None:
+    @extend_schema_field(serializers.DateTimeField(allow_null=True, help_text="dummy runs only"))
+    def get_started_at(self, query):
         return serializers.DateTimeField().to_representation(query.started_at) \
             if self._dummy(query) and query.started_at else None
 
-    def get_finished_at(self, query) -> str | None:
+    @extend_schema_field(serializers.DateTimeField(allow_null=True, help_text="dummy runs only"))
+    def get_finished_at(self, query):
         return serializers.DateTimeField().to_representation(query.finished_at) \
             if self._dummy(query) and query.finished_at else None
