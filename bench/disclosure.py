@@ -1,6 +1,6 @@
 """Time disclosure control v2 on big grids: `.venv/bin/python bench/disclosure.py` (not a test).
 
-Target (docs/sdc-v2.md): apply_disclosure on a grid of 100,000 cells in at most 1 s. Prints the best
+Target (docs/sdc.md): apply_disclosure on a grid of 100,000 cells in at most 1 s. Prints the best
 of 3 runs in CPU time (time.process_time) and wall time: on a shared machine the wall time mostly
 measures the other processes. Then the §6
 property over 10,000 pairs of cells one person (or one row) apart, with the simulation of

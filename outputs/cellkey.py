@@ -1,4 +1,4 @@
-"""The cell key method: perturbation of frequencies and magnitudes (DESIGN.md §6, docs/sdc-v2.md).
+"""The cell key method: perturbation of frequencies and magnitudes (DESIGN.md §6, docs/sdc.md).
 
 Pure Python, no Django, no I/O. Every function here is deterministic in its arguments: the same
 cell (the same contributors, hence the same cell keys) always gets the same perturbation.
@@ -40,7 +40,7 @@ person's rows) agrees with the sign of the true difference in at most 73% of pai
   same signs never flip the difference): the spread b − a must exceed 1. With a = 0.5, b = 2.5
   the worst case over r is 69.4% (computed in tests/outputs/test_cellkey_property.py). Simulated
   over cells of 10–200 persons with 1–4 log-normal rows each: 54.8% when a random person is
-  removed, 67.8% when the largest is, 51.5% for a random row (docs/sdc-v2.md).
+  removed, 67.8% when the largest is, 51.5% for a random row (docs/sdc.md).
 * The lower bound a keeps the noise from ever being negligible: a dominant person (r → 0, the
   (n,k) case) shows through only when m_A > −1, i.e. with probability 0.5 + 0.5·P(|m| < 1) =
   62.5%. With a = 0 (|m| uniform in [0, 2.5]) it would be 70%, and a multiplier near 0 would

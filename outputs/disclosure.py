@@ -1,6 +1,6 @@
 """Disclosure control, version 2: a grid of exact cell statistics in, the released grid out.
 
-Pure Python, no Django, no I/O (DESIGN.md §6; docs/sdc-v2.md). The query engine computes, per
+Pure Python, no Django, no I/O (DESIGN.md §6; docs/sdc.md). The query engine computes, per
 populated cell, the exact statistics below; `apply_disclosure` perturbs every statistic by the
 cell key method (outputs/cellkey.py), withholds the cells whose *perturbed* contributor count is
 under the threshold, and flags cells for checkers. No release decision is taken on an exact value:

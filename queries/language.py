@@ -20,7 +20,7 @@ one sqlglot tree) whose rows are the populated cells of the grid with everything
 needs: contributor count, cell keys, row counts, sums, sums of squares and the largest per-person
 contributions (``outputs/`` turns them into released, perturbed values).
 
-Decisions (documented in docs/query-language-v2.md):
+Decisions (documented in docs/query-language.md):
 
 * **Reading a column** ("clean read"): a measure is clamped to its bounds (``CASE WHEN x < lo THEN lo
   WHEN x > hi THEN hi ELSE x END`` — not ``least/greatest``, which skip NULL); a date outside its

@@ -232,7 +232,7 @@ TRE_SDC_NK_N = env.int("TRE_SDC_NK_N", default=2)
 TRE_SDC_NK_K = env.float("TRE_SDC_NK_K", default=0.9)
 TRE_SDC_P_PERCENT = env.float("TRE_SDC_P_PERCENT", default=0.1)
 TRE_SDC_ZEROS_DISCLOSIVE = env.bool("TRE_SDC_ZEROS_DISCLOSIVE", default=False)  # all-zero sums fail p% (ACRO: true)
-# Cell key method (outputs/cellkey.py, docs/sdc-v2.md): the p-table's D and V, magnitude multipliers.
+# Cell key method (outputs/cellkey.py, docs/sdc.md): the p-table's D and V, magnitude multipliers.
 TRE_CKM_D = env.int("TRE_CKM_D", default=3)
 TRE_CKM_V = env.float("TRE_CKM_V", default=2.0)
 TRE_CKM_MAGNITUDE_A = env.float("TRE_CKM_MAGNITUDE_A", default=0.5)

@@ -1,4 +1,4 @@
-"""The perturbation property of DESIGN.md §6, measured (figures in docs/sdc-v2.md):
+"""The perturbation property of DESIGN.md §6, measured (figures in docs/sdc.md):
 
 over at least 1,000 pairs of cells that differ by exactly one person (or one of a person's rows),
 the sign of the released difference agrees with the sign of the true difference in at most 73% of
