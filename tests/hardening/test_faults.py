@@ -104,8 +104,8 @@ def _restart_postgres():
 
 def test_postgres_restart_during_a_run_is_retried_or_reported(client_for, make_user, celery_worker_process):
     sc = Scenario(client_for, make_user)
-    heavy = sc.load_dataset("heavy", records(20_000, persons=1, seed=11))
-    heavy_b = sc.load_dataset("heavy_b", records(20_000, persons=1, seed=11))
+    heavy = sc.load_dataset("heavy", records(8_000, persons=1, seed=11))
+    heavy_b = sc.load_dataset("heavy_b", records(8_000, persons=1, seed=11))
     sc.make_agreement([heavy["id"], heavy_b["id"]])
     sc.project = sc.make_project([sc.dataset["id"], heavy["id"], heavy_b["id"]])
     submitted = sc.submit(SLOW_SQL)
