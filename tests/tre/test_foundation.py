@@ -60,7 +60,7 @@ def test_production_refuses_default_secrets(env, needle):
 
 def test_production_check_deploy_is_clean():
     env = {"TRE_ENV": "production", "ALLOWED_HOSTS": "tre.example.org", "SECRET_KEY": "k" * 30 + "Q9!z" * 10,
-           "TRE_PSEUDONYM_KEY": "p" * 40, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/tre",
+           "TRE_PSEUDONYM_KEY": "p" * 40, "TRE_CELLKEY_SECRET": "c" * 40, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/tre",
            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "TRE_"))}
     r = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
