@@ -61,6 +61,7 @@ class AuditAction(StrEnum):
     QUERY_CANCELLED = "query.cancelled"
     QUERY_REQUEUED = "query.requeued"
     QUERY_RERUN = "query.rerun"
+    QUERY_DUMMY_RUN = "query.dummy_run"
     # outputs
     OUTPUT_CREATED = "output.created"
     OUTPUT_RAW_VIEWED = "output.raw_viewed"

@@ -2,8 +2,7 @@
 
 Target (docs/sdc.md): apply_disclosure on a grid of 100,000 cells in at most 1 s. Prints the best
 of 3 runs in CPU time (time.process_time) and wall time: on a shared machine the wall time mostly
-measures the other processes. For scale it also times version 1's apply_sdc (outputs/sdc.py, whose
-bench/sdc.py target was the same 1 s for 100,000 groups) in the same conditions. Then the §6
+measures the other processes. Then the §6
 property over 10,000 pairs of cells one person (or one row) apart, with the simulation of
 tests/outputs/test_cellkey_property.py.
 """
@@ -16,10 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import sdc as sdc_bench  # noqa: E402  (bench/sdc.py, for scale)
 
 from outputs.disclosure import Grid, Statistic, apply_disclosure  # noqa: E402
-from outputs.sdc import apply_sdc  # noqa: E402
 
 COUNTS = (Statistic("n", "count_persons"), Statistic("rows", "count_rows"))
 MEASURE = (Statistic("cost", "sum", 0), Statistic("mean_cost", "avg", 0))
@@ -68,9 +65,6 @@ def main() -> None:
             (cpu, wall), out = timed(lambda grid=grid, data=data: apply_disclosure(grid, data))
             print(f"apply_disclosure, {grid.size:,} cells ({width:,} x {height}, {populated:.0%} populated), "
                   f"{label}: {cpu:.3f} s CPU, {wall:.3f} s wall (best of 3); {out.sdc['summary']}")
-    v1 = sdc_bench.result(100_000, 100, 0.2, rng)
-    (cpu, wall), _ = timed(lambda: apply_sdc(sdc_bench.COLUMNS, sdc_bench.RESULT_COLUMNS, v1))
-    print(f"for scale, version 1 apply_sdc, 100,000 groups (1,000 x 100): {cpu:.3f} s CPU, {wall:.3f} s wall")
 
 
 def property_figures() -> None:

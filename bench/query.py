@@ -4,7 +4,18 @@ API and a real Celery worker, against the same raw SQL run directly in DuckDB.
 Run by hand on a scratch PostgreSQL database (it is emptied) with Redis up:
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tre_bench_q CELERY_BROKER_URL=redis://127.0.0.1:6379/11 \\
         .venv/bin/python bench/query.py [--rows 5000000] [--repeat 5]
-Targets (issue 6): end to end <= 1.3x raw DuckDB, and <= 2 s wall on 2 cores.
+Version 2 (issue 15): the query is validated into a plan whose grid is region x code; the
+comparison is raw DuckDB computing the same per-person contributions in one statement (the query's
+own ``contributions_sql`` run directly on the version file, without the sandbox, the opt-out
+anti-join or the contributors' statement). Targets: end to end <= 1.5x that + 0.3 s, and <= 2 s
+wall on 2 cores.
+
+Measured 2026-12-02 on the shared 2-core machine (5,000,000 rows, 500,000 persons; the demo data's
+code domain gives a 10 x 11 grid, not 10 x 300): contributions statement alone 3.29 s (the plain
+GROUP BY: 0.04 s; the difference is mostly the per-row md5 of the magnitude row key); end to end
+5.92 s median (engine 4.40 s, contributors' person sets 1.22 s, queue wait 7 ms): 1.80x, over both
+targets. Next steps: a per-row key column written at ingestion instead of md5 at query time, and
+the contributors' statement folded into the contributions statement.
 """
 
 import argparse
@@ -25,9 +36,6 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/11")
 os.environ.setdefault("TRE_STORE_DIR", tempfile.mkdtemp(prefix="tre-bench-store-"))
 
 RAW_SQL = "SELECT region, code, count(*) AS n, avg(value) AS mean_value FROM gp_events GROUP BY region, code"
-# The least any disclosure-controlled run must do on top: count each group's distinct persons.
-RAW_PERSONS_SQL = ("SELECT region, code, count(*), avg(value), count(DISTINCT person_id) FROM data "
-                   "GROUP BY region, code")
 
 
 def _fresh_database():
@@ -105,17 +113,22 @@ def run(args):
     project = quiet.project("rita", "sam", ["dina", "dev"], dataset["id"], "Benchmark")
 
     from environment.store import abspath
+    from queries.language import contributions_sql, validate
 
-    path = abspath(Dataset.objects.get(pk=dataset["id"]).current_version.file_path)
-    raw_times, persons_times = [], []
+    stored = Dataset.objects.get(pk=dataset["id"])
+    path = abspath(stored.current_version.file_path)
+    plan = validate(RAW_SQL, {"gp_events": stored.dictionary_object()}, max_cells=10**6)
+    print(f"grid: {' x '.join(f'{k.name} ({len(k.domain)})' for k in plan.keys)} = {plan.grid_size} cells")
+    contributions = contributions_sql(plan, dialect="duckdb", tables={"gp_events": "data"}, optouts=None)
+    raw_times, plain_times = [], []
     for _ in range(args.repeat):
         con = duckdb.connect(str(path), read_only=True)
         t0 = time.perf_counter()
-        con.execute(RAW_SQL.replace("gp_events", "data")).fetchall()
+        con.execute(contributions).fetchall()
         raw_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        con.execute(RAW_PERSONS_SQL).fetchall()
-        persons_times.append(time.perf_counter() - t0)
+        con.execute(RAW_SQL.replace("gp_events", "data")).fetchall()
+        plain_times.append(time.perf_counter() - t0)
         con.close()
 
     call = InProcess()
@@ -135,11 +148,12 @@ def run(args):
 
         inside.append(Query.objects.get(pk=body["id"]).timings)
     raw, end = statistics.median(raw_times), statistics.median(e2e)
-    print(f"raw DuckDB ({RAW_SQL}): median {raw * 1000:.0f} ms over {args.repeat} runs")
-    print(f"raw DuckDB + count(DISTINCT person_id): median {statistics.median(persons_times) * 1000:.0f} ms")
-    print(f"end to end (API → broker → worker → sandbox → SDC → output): median {end * 1000:.0f} ms "
-          f"(min {min(e2e) * 1000:.0f}, max {max(e2e) * 1000:.0f})")
-    print(f"ratio end-to-end / raw: {end / raw:.1f}x   (target <= 1.3x; wall target <= 2000 ms)")
+    print(f"raw DuckDB, the per-person contributions in one statement: median {raw * 1000:.0f} ms over {args.repeat} runs")
+    print(f"raw DuckDB, the plain GROUP BY (for scale): median {statistics.median(plain_times) * 1000:.0f} ms")
+    print(f"end to end (API → broker → worker → sandbox → contributions + contributors → disclosure → output): "
+          f"median {end * 1000:.0f} ms (min {min(e2e) * 1000:.0f}, max {max(e2e) * 1000:.0f})")
+    print(f"ratio end-to-end / raw: {end / raw:.2f}x; target <= 1.5x + 0.3 s = {(1.5 * raw + 0.3) * 1000:.0f} ms; "
+          f"wall target <= 2000 ms")
     print("inside the worker (last run):", inside[-1])
 
 

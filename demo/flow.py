@@ -211,17 +211,17 @@ class Flow:
                       lambda b: b["status"] in ("completed", "failed", "cancelled")).body
         if q["status"] != "completed":
             raise StepFailed(f"the query ended {q['status']}: {q.get('error')}")
-        self.report(f"      query {q['id']} completed in {q.get('elapsed_ms')} ms inside the environment; output {q['output']}")
+        self.report(f"      query {q['id']} completed inside the environment (no value, no timing shown); output {q['output']}")
         return q
 
     def release(self, member, checkers, output_id) -> dict:
-        o = self.step("member sees only the SDC summary", "GET", f"/api/v1/outputs/{output_id}/", member).body
-        self.report(f"      SDC status {o['sdc']['status']}: {o['sdc']['summary']}")
+        o = self.step("member sees the status and column names only", "GET", f"/api/v1/outputs/{output_id}/", member).body
+        self.report(f"      output {output_id} is {o['status']}; columns {o['columns']}")
         self.step("member requests release", "POST", f"/api/v1/outputs/{output_id}/request-release/", member)
         for checker in checkers:
             view = self.step(f"checker {checker} inspects raw and safe tables", "GET", f"/api/v1/outputs/{output_id}/", checker).body
             answer = self.step(f"checker {checker} approves", "POST", f"/api/v1/outputs/{output_id}/reviews/", checker,
-                               {"decision": "approve", "comment": "Suppression and rounding applied; safe to release."})
-        del view
+                               {"decision": "approve", "comment": "Perturbed; small cells withheld; safe to release."})
+        self.report(f"      sdc {view['sdc']['status']}: {view['sdc']['summary']}")
         self.report(f"      output {output_id} is {answer.body['status']}")
         return answer.body

@@ -12,9 +12,9 @@ from datetime import datetime
 
 from demo.flow import DATASET, DEMO_PASSWORD, PEOPLE, Flow, Http, StepFailed
 
-# A rare diagnosis split three ways: some groups are small, so disclosure control has work to do.
+# A grid of three declared variables: some cells are small, so disclosure control has work to do.
 SQL = ("SELECT region, age_band, sex, count(DISTINCT person_id) AS people, sum(value) AS total_cost, "
-       "avg(value) AS mean_cost FROM gp_events WHERE code = 'C50' GROUP BY region, age_band, sex")
+       "avg(value) AS mean_cost FROM gp_events GROUP BY region, age_band, sex")
 HOSTILE = "SELECT person_id, value FROM gp_events"
 
 
@@ -29,7 +29,7 @@ def walkthrough(call, report=print) -> None:
     report("\n== Safe data: the custodian's dataset")
     datasets = flow.step("list datasets", "GET", "/api/v1/datasets/", lead).body["results"]
     dataset = next(d for d in datasets if d["name"] == DATASET)
-    report(f"      '{dataset['name']}': version {dataset['current_version']}, {dataset['row_count']:,} rows (pseudonymised)")
+    report(f"      '{dataset['name']}': version {dataset['current_version']}, about {dataset['row_count']:,} rows (perturbed, two significant figures)")
 
     report("\n== Safe projects: apply, and the DAC decides")
     project = flow.project(lead, member, dac, dataset["id"], f"Diabetes care costs by region ({datetime.now():%H:%M:%S})")

@@ -65,13 +65,14 @@ class DatasetListApi(mixins.ListModelMixin, generics.GenericAPIView):
             raise Invalid(fields=errors)
         dataset = services.dataset_create(actor=request.user, request=request, title=meta.validated_data["title"],
                                           description=meta.validated_data["description"], declaration=request.data)
-        return Response(DatasetOut(selectors.dataset_get(pk=dataset.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(DatasetOut(selectors.dataset_get(pk=dataset.pk), context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
 
 
 class DatasetDetailApi(APIView):
     @extend_schema(responses=answers(DatasetOut, 401, 404))
     def get(self, request, pk):
-        return Response(DatasetOut(selectors.dataset_get(pk=pk)).data)
+        return Response(DatasetOut(selectors.dataset_get(pk=pk), context={"request": request}).data)
 
 
 class DatasetVersionListApi(mixins.ListModelMixin, generics.GenericAPIView):

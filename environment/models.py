@@ -125,6 +125,9 @@ class DatasetVersion(models.Model):
     file_path = models.CharField(max_length=255, blank=True)  # relative to TRE_STORE_DIR; "" unless ready
     row_count = models.BigIntegerField(null=True, blank=True)
     person_count = models.BigIntegerField(null=True, blank=True)
+    # the cell key of the version's persons (Σ _rk over distinct persons mod 256), for the perturbed
+    # counts non-custodians see (environment/counts.py); computed once, lazily
+    person_ckey = models.SmallIntegerField(null=True, blank=True)
     phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)  # progress while loading
     rows_loaded = models.BigIntegerField(null=True, blank=True)  # progress while loading: rows done in the phase
     rows_total = models.BigIntegerField(null=True, blank=True)  # rows in the file, once validated

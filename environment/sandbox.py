@@ -35,7 +35,7 @@ from tre.errors import NotFound
 
 from . import engine, store
 from .engine import quote_ident as _q
-from .models import Dataset
+from .models import Dataset, DummyTwin
 from .naming import PERSON_ID
 from .services import (
     DatasetNotLoaded,
@@ -46,7 +46,7 @@ from .services import (
     release_leases,
 )
 
-__all__ = ["DatasetNotLoaded", "Sandbox", "dataset_schema", "open_sandbox"]
+__all__ = ["OPTOUTS", "DatasetNotLoaded", "Sandbox", "dataset_schema", "open_sandbox", "open_twin_sandbox"]
 
 OPTOUTS = "tre_optouts"
 PENDING = "tre_optout_pending"
@@ -178,3 +178,39 @@ def open_sandbox(datasets):
         if directory is not None:
             store.remove_quietly(directory)
         release_leases(leases)
+
+
+@contextmanager
+def open_twin_sandbox(datasets):
+    """The same locked, read-only sandbox over the datasets' current **dummy twins** (each a view
+    named as the dataset; ``tre_optouts`` exists and is empty: the twin holds no real person).
+    ``DatasetNotLoaded`` (409) if a dataset has no twin yet. No lease: a twin is regenerated only
+    when its dictionary changes, under a new file name."""
+    resolved = _resolve(datasets)
+    if not resolved:
+        raise NotFound("no datasets named")
+    twins = {t.dataset_id: t for t in DummyTwin.objects.filter(
+        pk__in=[d.current_twin_id for d in resolved if d.current_twin_id], file_deleted_at__isnull=True)}
+    missing = sorted(d.name for d in resolved if d.pk not in twins)
+    if missing:
+        raise DatasetNotLoaded(f"dataset {', '.join(missing)} has no dummy twin yet", rule="no_twin")
+    conn = engine.connect(":memory:", memory_limit=settings.TRE_SANDBOX_MEMORY_LIMIT,
+                          threads=settings.TRE_SANDBOX_THREADS, temp_directory="",
+                          allow_community_extensions=False, allow_unsigned_extensions=False)
+    try:
+        for d in resolved:
+            twin = twins[d.pk]
+            alias = f"tre_twin_{twin.pk}_{secrets.token_hex(8)}"
+            engine.attach_read_only(conn, store.abspath(twin.file_path), alias)
+            conn.execute(f"CREATE TEMP VIEW {_q(d.name)} AS SELECT * FROM {alias}.data")
+        conn.execute(f"CREATE TEMP TABLE {OPTOUTS} (person_id VARCHAR NOT NULL)")
+        conn.execute("SET enable_external_access = false")
+        conn.execute("SET disabled_filesystems = 'LocalFileSystem'")
+        conn.execute("SET lock_configuration = true")
+        yield Sandbox(conn=conn, versions={d.name: twins[d.pk].pk for d in resolved}, optout_watermark=0,
+                      schema=dataset_schema(resolved))
+    finally:
+        try:
+            conn.close()
+        except duckdb.Error:
+            pass

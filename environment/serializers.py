@@ -1,6 +1,9 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from tre.roles import Role, has_role
+
+from .counts import shown_counts
 from .dictionary import Granularity
 from .dictionary import Role as DictRole
 from .ingest import ENCODINGS, ROW_CONVENTION
@@ -124,11 +127,18 @@ class DatasetOut(serializers.ModelSerializer):
     def get_current_version_number(self, obj) -> int | None:
         return obj.current_version.number if obj.current_version_id else None
 
+    def _counts(self, obj) -> tuple[int | None, int | None]:
+        """Exact for custodians; perturbed and rounded to two significant figures for anyone else
+        (``environment.counts``). Without a request in the context: the perturbed counts."""
+        request = self.context.get("request")
+        exact = bool(request is not None and has_role(request.user, Role.CUSTODIAN))
+        return shown_counts(obj.current_version if obj.current_version_id else None, exact=exact)
+
     def get_row_count(self, obj) -> int | None:
-        return obj.current_version.row_count if obj.current_version_id else None
+        return self._counts(obj)[0]
 
     def get_person_count(self, obj) -> int | None:
-        return obj.current_version.person_count if obj.current_version_id else None
+        return self._counts(obj)[1]
 
     def get_created_by(self, obj) -> str | None:
         return obj.created_by.get_username() if obj.created_by_id else None

@@ -49,9 +49,9 @@ def output_view(request, output) -> dict:
     is audited (``output.raw_viewed``)."""
     user = request.user
     if policies.sees_checker_view(user, output):
-        columns, raw = services.output_raw_viewed(output=output, actor=user, request=request)
+        services.output_raw_viewed(output=output, actor=user, request=request)
         reviews = selectors.reviews_visible_to(user=user, output=output, checker_view=True)
-        return checker_view(output, raw_columns=columns, raw=raw, reviews=reviews)
+        return checker_view(output, reviews=reviews)
     reviews = selectors.reviews_visible_to(user=user, output=output, checker_view=False)
     return member_view(output, reviews=reviews)
 
@@ -154,7 +154,7 @@ class OutputDownloadApi(APIView):
                                      description="csv (default), json, acro (ACRO's results.json) or acro_zip "
                                                  "(a directory SACRO-Viewer opens)")],
         responses={
-            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="the safe table after `# key: value` metadata lines"),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="the released table: a header row, then the rows"),
             (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="`{metadata, columns, rows}`, or ACRO's results.json"),
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="acro_zip: the folder SACRO-Viewer opens"),
             **{k: v for k, v in answers(None, 400, 401, 403, 404, 409).items() if k != 200}})

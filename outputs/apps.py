@@ -30,8 +30,15 @@ class OutputsConfig(AppConfig):
     name = "outputs"
 
     def ready(self):
+        from django.conf import settings  # noqa: PLC0415
+
+        from environment.counts import register_perturbation  # noqa: PLC0415
         from environment.signals import optouts_registered  # noqa: PLC0415 — signals are wired in ready()
         from queries.signals import query_completed  # noqa: PLC0415 — signals are wired in ready()
 
+        from .disclosure import DisclosureParams, perturb_dataset_count  # noqa: PLC0415
+
+        params = DisclosureParams.from_settings(settings)
+        register_perturbation(lambda count, ckey: perturb_dataset_count(count, ckey, params))
         query_completed.connect(on_query_completed, dispatch_uid="outputs.create_on_query_completed")
         optouts_registered.connect(on_optouts_registered, dispatch_uid="outputs.mark_stale_on_optout")

@@ -1,8 +1,9 @@
 """The files a released output is downloaded as (docs/outputs.md). Pure functions over a released
-``Output``: they serve the released table only (the safe table without ``n_persons``).
+``Output``: they serve the released table only (the full grid sorted by key, withheld cells null,
+no contributors column).
 
-- ``csv``: ``# key: value`` comment lines (the metadata), then the CSV header row and the rows;
-  a suppressed cell is empty.
+- ``csv``: plain CSV: the header row, then the rows; a withheld cell is empty. No metadata (it is
+  in the JSON and ACRO exports).
 - ``json``: ``{"metadata": {...}, "columns": [...], "rows": [...]}``; a suppressed cell is null.
 - ``acro``: ACRO's ``results.json`` layout (``Records.finalise_json``), for SACRO-Viewer.
 - ``acro_zip``: the directory SACRO-Viewer opens: ``results.json``, the table as CSV, and
@@ -18,22 +19,22 @@ import zipfile
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from .sdc import N_PERSONS, RULES, SdcParams
+from .disclosure import CONTRIBUTORS, RULES, DisclosureParams
 
 FORMATS = ("csv", "json", "acro", "acro_zip")
-PARAMS = [f.name for f in dataclasses.fields(SdcParams)]
+PARAMS = [f.name for f in dataclasses.fields(DisclosureParams)]
 
 # ACRO's version whose results.json layout this mirrors (SACRO-Viewer accepts 0.4.x and later).
 ACRO_VERSION = "0.4.0"
 # Our rule names -> ACRO's names for the same checks (ours that ACRO lacks keep their own name).
 ACRO_RULES = {"threshold": "threshold", "nk_dominance": "nk-rule", "p_percent": "p-ratio",
-              "secondary": "secondary", "differencing": "differencing"}
+              "differencing": "differencing"}
 ACRO_STATUS = {"pass": "pass", "suppressed": "fail", "review": "review"}
 
 
 def released_table(output) -> tuple[list[str], list[list]]:
-    """The released table: the safe table without ``n_persons`` (stored last in every row)."""
-    return list(output.columns), [row[:len(output.columns)] for row in output.safe]
+    """The released table: the safe grid (it holds no contributors column)."""
+    return list(output.columns), [list(row) for row in output.safe]
 
 
 def metadata(output) -> dict:
@@ -55,10 +56,6 @@ def _ordered(values: dict, order) -> dict:
     return {**{k: values[k] for k in order if k in values}, **{k: v for k, v in values.items() if k not in order}}
 
 
-def _one_line(value) -> str:
-    return " ".join(str(value).split())
-
-
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -73,13 +70,8 @@ def _cell(value):
 
 
 def as_csv(output) -> str:
-    meta = metadata(output)
-    buffer = io.StringIO()
-    for name, value in meta.items():
-        if isinstance(value, dict):
-            value = "; ".join(f"{k}={v}" for k, v in value.items())
-        buffer.write(f"# {name}: {_one_line('' if value is None else value)}\n")
-    return buffer.getvalue() + _plain_csv(output)
+    """Plain CSV: the header row, then the rows."""
+    return _plain_csv(output)
 
 
 def as_json(output) -> dict:
@@ -112,7 +104,7 @@ def acro_results(output, *, comments=()) -> dict:
     outcome = {name: {str(r): "ok" for r in range(len(rows))} for name in columns}
     for r, flagged in enumerate(output.flags):
         for name, rules in flagged.items():
-            if name == N_PERSONS or name not in position:
+            if name == CONTRIBUTORS or name not in position:
                 continue
             for rule in rules:
                 cells.setdefault(ACRO_RULES.get(rule, rule), []).append([r, position[name]])

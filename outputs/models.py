@@ -1,10 +1,11 @@
 """Outputs: the disclosure-controlled result of a completed query, its checking and its release.
 
-- ``Output``: one per completed query. The raw table stays in the store (``queries.results``);
-  what lives here is what the SDC engine computed from it: the safe table (with ``n_persons``,
-  which never leaves), the per-cell flags, the differencing findings, the status and summary.
+- ``Output``: one per completed real query: what disclosure control (``outputs.disclosure``)
+  made of its cells — the exact ``raw`` grid (with ``contributors``; checkers only), the ``safe``
+  grid as released, the per-cell flags, the differencing findings, the status, summary and the
+  parameters in force.
 - ``OutputReview``: one output checker's vote in one round of checking.
-- ``ReleasedPersonSets``: the person sets of a released output's groups (``outputs.sdc``'s
+- ``ReleasedPersonSets``: the person sets of a released output's cells (``queries.personsets``'s
   serialised form), kept per project for the differencing check of later outputs.
 
 Every write goes through ``outputs.services``.
@@ -20,7 +21,7 @@ from audit.transitions import Step
 
 class Output(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending"  # SDC done; the researcher sees the SDC summary only
+        PENDING = "pending"  # disclosure control done; the researcher sees the status and column names only
         SUBMITTED = "submitted"  # release requested: in the checkers' queue
         RELEASED = "released"
         REJECTED = "rejected"  # final
@@ -45,11 +46,12 @@ class Output(models.Model):
     # What the SDC engine made of the raw result.
     sdc_status = models.CharField(max_length=20, choices=SdcStatus.choices)
     sdc_summary = models.JSONField(default=dict)  # {rule: cells}
-    sdc_params = models.JSONField(default=dict)  # the rule parameters applied (settings, made stricter by datasets)
-    columns = models.JSONField(default=list)  # the user's column names (no n_persons)
-    column_kinds = models.JSONField(default=list)  # key/count/sum/avg/stat, per column
-    safe = models.JSONField(default=list)  # rows: the user columns then n_persons (checkers only)
-    flags = models.JSONField(default=list)  # per row: {column: [rules]}
+    sdc_params = models.JSONField(default=dict)  # the parameters in force (settings, made stricter by datasets)
+    columns = models.JSONField(default=list)  # the keys then the statistics (no contributors)
+    column_kinds = models.JSONField(default=list)  # key, count_persons, count_rows, sum, avg, stddev, variance
+    raw = models.JSONField(default=list)  # the full grid, exact, with a last contributors column: checkers only
+    safe = models.JSONField(default=list)  # the full grid as released (withheld: null), sorted by key
+    flags = models.JSONField(default=list)  # per row: {statistic: [rules]}
     differencing = models.JSONField(default=list)  # findings against the project's released outputs
 
     round = models.PositiveIntegerField(default=0)  # 0: release never requested; each request starts one
@@ -143,7 +145,7 @@ class OutputReview(models.Model):
 
 
 class ReleasedPersonSets(models.Model):
-    """The person sets (``outputs.sdc.serialize_sets`` bytes) of a released output's groups: what
+    """The person sets (``queries.personsets`` bytes) of a released output's groups: what
     later outputs of the same project are compared with for differencing. Pseudonymous keys only;
     never served by the API."""
 

@@ -9,18 +9,14 @@ Who sees an output (``output_list_for`` / ``output_get_for``):
 - nobody else (404): not DAC members, custodians, auditors or other researchers.
 """
 
-import math
-
 from django.db.models import Q
 from guardian.shortcuts import get_objects_for_user
 
 from projects.models import Project, ProjectMembership
-from queries.results import read_result
-from tre.errors import Invalid, NotFound, Unavailable
+from tre.errors import Invalid, NotFound
 from tre.roles import Role, has_role
 
 from .models import Output, OutputReview
-from .sdc import N_PERSONS
 
 
 def visible_outputs(user):
@@ -76,30 +72,3 @@ def reviews_visible_to(*, user, output, checker_view: bool) -> list[OutputReview
     if checker_view and any(r.checker_id == user.pk for r in current):
         return reviews
     return [r for r in reviews if r.round != output.round]
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def pick_columns(result_columns: list[str], rows: list[list], names: list[str]) -> list[list]:
-    """``rows`` reduced to ``names`` (in that order); non-finite floats read as null."""
-    at = {name: i for i, name in enumerate(result_columns)}
-    missing = [name for name in names if name not in at]
-    if missing:
-        raise ValueError(f"the result lacks columns {missing}")
-    index = [at[name] for name in names]
-    return [[_finite(row[i]) for i in index] for row in rows]
-
-
-def raw_table(output) -> tuple[list[str], list[list]]:
-    """The raw table of ``output`` from the store: the user columns then ``n_persons``. For the
-    checker view only (the caller audits the view)."""
-    try:
-        result_columns, rows = read_result(output.query_id)
-    except FileNotFoundError:
-        raise Unavailable("the raw result of this output is not in the store", dependency="store") from None
-    names = [*output.columns, N_PERSONS]
-    return names, pick_columns(result_columns, rows, names)

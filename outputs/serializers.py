@@ -8,9 +8,9 @@ from rest_framework import serializers
 
 from tre.openapi import NamedChoiceField
 
+from .disclosure import CONTRIBUTORS, RULES
 from .exports import FORMATS
 from .models import Output, OutputReview
-from .sdc import N_PERSONS, RULES
 
 _datetime = serializers.DateTimeField()
 
@@ -41,17 +41,17 @@ class ListParams(serializers.Serializer):
 # --- views -------------------------------------------------------------------------------------
 
 def _sdc(output) -> dict:
-    return {"status": output.sdc_status, "summary": dict(output.sdc_summary)}
+    return {"status": output.sdc_status, "summary": dict(output.sdc_summary), "settings": dict(output.sdc_params)}
 
 
 def _common(output, view: str) -> dict:
+    """What every view holds: no value, no disclosure-control outcome (DESIGN §6)."""
     return {
         "id": output.pk,
         "query": output.query_id,
         "project": output.project_id,
         "project_title": output.project.title,
         "status": output.status,
-        "sdc": _sdc(output),
         "columns": list(output.columns),
         "round": output.round,
         "created_at": _dt(output.created_at),
@@ -62,37 +62,46 @@ def _common(output, view: str) -> dict:
 
 
 def list_item(output, *, checker: bool) -> dict:
-    """One row of ``GET /outputs/``: no values at all, whoever asks."""
-    return _common(output, "checker" if checker else "member")
+    """One row of ``GET /outputs/``: no values at all, whoever asks; checkers also see ``sdc``."""
+    data = _common(output, "checker" if checker else "member")
+    if checker:
+        data["sdc"] = _sdc(output)
+    return data
 
 
 def member_view(output, *, reviews) -> dict:
-    """What the project's members see: the SDC status and per-rule counts, never a value before
-    release; once released, also the released table (``safe`` without ``n_persons``). Votes of
-    finished rounds with their comments, without who cast them."""
+    """What the project's members see: the status and column names, never a value or a
+    disclosure-control outcome before release; once released, the released table (``safe``: the
+    full grid sorted by key, withheld cells null, no contributors). Votes of finished rounds with
+    their comments, without who cast them."""
     data = _common(output, "member")
     data["request_comment"] = output.request_comment
     data["reviews"] = [{"decision": r.decision, "comment": r.comment, "round": r.round,
                         "created_at": _dt(r.created_at)} for r in reviews]
     if output.status == Output.Status.RELEASED:
-        width = len(output.columns)
-        data["safe"] = [row[:width] for row in output.safe]
+        data["safe"] = [list(row) for row in output.safe]
     return data
 
 
-def checker_view(output, *, raw_columns, raw, reviews) -> dict:
-    """What an eligible checker sees: the raw and the safe table (both with ``n_persons``), per-cell
-    flags, the rewritten SQL, the differencing findings and the votes they may see."""
+def checker_view(output, *, reviews) -> dict:
+    """What an eligible checker sees: ``columns`` with ``contributors``, the exact ``raw`` grid, the
+    ``safe`` grid as released, per-cell ``flags``, ``sdc`` {status, summary, settings}, the
+    differencing findings, the SQL and the engine's statement, timings, any engine error and the
+    votes they may see."""
     data = _common(output, "checker")
+    query = output.query
     data.update({
-        "columns": list(raw_columns),
-        "raw": raw,
+        "columns": [*output.columns, CONTRIBUTORS],
+        "raw": output.raw,
         "safe": output.safe,
         "flags": output.flags,
-        "sql": output.query.sql,
-        "rewritten_sql": output.query.rewritten_sql,
+        "sdc": _sdc(output),
+        "sql": query.sql,
+        "contributions_sql": query.contributions_sql,
+        "timings": dict(query.timings),
+        "engine_error": query.error_detail,
+        "populated_cells": query.result_groups,
         "differencing": output.differencing,
-        "sdc_rules": dict(output.sdc_params),
         "request_comment": output.request_comment,
         "reviews": [{"checker": r.checker.get_username(), "decision": r.decision, "comment": r.comment,
                      "round": r.round, "created_at": _dt(r.created_at)} for r in reviews],
@@ -105,6 +114,7 @@ def checker_view(output, *, raw_columns, raw, reviews) -> dict:
 class SdcOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=Output.SdcStatus.choices)
     summary = serializers.DictField(child=serializers.IntegerField(), help_text=f"cells per rule: {', '.join(RULES)}")
+    settings = serializers.DictField(help_text="the disclosure-control parameters in force")
 
 
 class OutputListOut(serializers.Serializer):
@@ -115,7 +125,7 @@ class OutputListOut(serializers.Serializer):
     # A plain string in the schema: a choice field named "status" in several components collides
     # with the other apps' status enums (drf-spectacular W001).
     status = serializers.CharField(help_text=f"one of {', '.join(Output.Status.values)}")
-    sdc = SdcOut()
+    sdc = SdcOut(required=False, help_text="checkers only")
     columns = serializers.ListField(child=serializers.CharField(), help_text="the result's columns")
     round = serializers.IntegerField(help_text="rounds of checking so far (0: release never requested)")
     created_at = serializers.DateTimeField()
@@ -147,7 +157,7 @@ class OutputMemberOut(OutputListOut):
 
     request_comment = serializers.CharField()
     reviews = MemberReviewOut(many=True, help_text="votes of finished rounds")
-    safe = _table(required=False, help_text="released outputs only: the released table, null where suppressed")
+    safe = _table(required=False, help_text="released outputs only: the full grid sorted by key, null where withheld")
 
 
 class OutputCheckerOut(OutputListOut):
@@ -155,14 +165,17 @@ class OutputCheckerOut(OutputListOut):
 
     view = NamedChoiceField(enum_name="CheckerViewEnum", choices=["checker"])
 
-    columns = serializers.ListField(child=serializers.CharField(), help_text=f"the result's columns plus {N_PERSONS}")
-    raw = _table()
-    safe = _table(help_text="null where suppressed")
+    columns = serializers.ListField(child=serializers.CharField(), help_text=f"the result's columns plus {CONTRIBUTORS}")
+    raw = _table(help_text="the full grid, exact, with the contributors column")
+    safe = _table(help_text="the full grid as released: null where withheld")
     flags = serializers.ListField(child=serializers.DictField(child=serializers.ListField(child=serializers.CharField())),
-                                  help_text="per row: {column: [rules that fired]}")
+                                  help_text="per row: {statistic: [rules that fired]}")
+    sdc = SdcOut()
     sql = serializers.CharField()
-    rewritten_sql = serializers.CharField()
+    contributions_sql = serializers.CharField()
+    timings = serializers.DictField()
+    engine_error = serializers.CharField()
+    populated_cells = serializers.IntegerField(allow_null=True)
     differencing = serializers.ListField(child=serializers.DictField())
-    sdc_rules = serializers.DictField()
     request_comment = serializers.CharField()
     reviews = CheckerReviewOut(many=True)

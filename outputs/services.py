@@ -10,10 +10,9 @@ Lifecycle (DESIGN.md §3): ``pending → submitted → released | rejected | ret
 an opt-out changed becomes ``stale`` and its query is re-run.
 """
 
-import dataclasses
 import logging
-from datetime import date, datetime, time
-from decimal import Decimal
+import math
+from itertools import product
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -31,9 +30,9 @@ from tre import rounds
 from tre.errors import Invalid, WrongState
 
 from . import policies
+from .differencing import find_differencing
+from .disclosure import MEASURE_KINDS, DisclosureParams, Grid, Statistic, apply_disclosure
 from .models import TRANSITIONS, Output, OutputReview, ReleasedPersonSets
-from .sdc import SdcParams, apply_sdc, find_differencing
-from .selectors import pick_columns, raw_table
 
 log = logging.getLogger(__name__)
 
@@ -41,38 +40,33 @@ S = Output.Status
 Vote = OutputReview.Decision
 
 
-# --- SDC at creation ---------------------------------------------------------------------------
+# --- disclosure control at creation ------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class _Column:
-    """What ``apply_sdc`` reads of a query's output column (``Query.column_plan`` holds dicts)."""
-
-    name: str
-    kind: str
-    top1: str | None = None
-    top2: str | None = None
-    total: str | None = None
+# A dataset's ``protection`` may name these (its own names or the parameters'); only stricter values apply.
+_PROTECTION = {"threshold": "threshold", "ckm_d": "ckm_d", "ckm_v": "ckm_v", "magnitude_a": "magnitude_a",
+               "magnitude_b": "magnitude_b", "nk_n": "nk_n", "nk_k": "nk_k", "p_percent": "p_percent",
+               "d": "ckm_d", "v": "ckm_v"}
 
 
+def disclosure_params_for(dataset_names) -> DisclosureParams:
+    """The parameters in force for a query over ``dataset_names``: the settings (``TRE_SDC_*``,
+    ``TRE_CKM_*``), made stricter — never looser — by each dataset's ``protection``."""
+    params = DisclosureParams.from_settings(settings)
+    for protection in Dataset.objects.filter(name__in=list(dataset_names)).values_list("protection", flat=True):
+        overrides = {_PROTECTION[k]: v for k, v in (protection or {}).items()
+                     if k in _PROTECTION and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if overrides:
+            params = params.stricter(**overrides)
+    return params
 
 
-def sdc_params_for() -> SdcParams:
-    """The SDC rules in force, from settings (``TRE_SDC_*``)."""
-    return SdcParams(threshold=settings.TRE_SDC_THRESHOLD, rounding_base=settings.TRE_SDC_ROUNDING_BASE,
-                     nk_n=settings.TRE_SDC_NK_N, nk_k=settings.TRE_SDC_NK_K, p_percent=settings.TRE_SDC_P_PERCENT,
-                     zeros_disclosive=settings.TRE_SDC_ZEROS_DISCLOSIVE)
-
-
-def as_result_key(value):
-    """A key value as the result file stores it (``queries.results``): what a person-set key and a
-    raw row's key are compared as."""
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return [as_result_key(v) for v in value]
-    return value
+def grid_of(plan: dict) -> Grid:
+    """The disclosure grid of a stored plan (``queries.plans.plan_json``)."""
+    return Grid(keys=tuple(k["name"] for k in plan["keys"]),
+                domains=tuple(tuple(k["domain"]) for k in plan["keys"]),
+                statistics=tuple(Statistic(s["name"], s["kind"], s["measure"] if s["kind"] in MEASURE_KINDS else None)
+                                 for s in plan["statistics"]),
+                one_row_per_person=bool(plan["one_row_per_person"]))
 
 
 def _released_sets(project_id: int):
@@ -80,69 +74,68 @@ def _released_sets(project_id: int):
         yield row.output_id, deserialize_sets(bytes(row.blob))
 
 
-def _differencing(query, params: SdcParams) -> list[dict]:
+def _differencing(query, params: DisclosureParams) -> list[dict]:
     if not ReleasedPersonSets.objects.filter(project_id=query.project_id).exists():
         return []  # nothing released yet: nothing to difference against
     blob = read_person_sets(query.pk)
     if not blob:
         log.warning("query %s: no person sets in the store; differencing not checked", query.pk)
         return []
-    new_sets = deserialize_sets(blob)
-    return find_differencing(new_sets, _released_sets(query.project_id), params.threshold)
+    return find_differencing(deserialize_sets(blob), _released_sets(query.project_id), params.threshold,
+                             min_size=params.threshold - params.ckm_d)
 
 
-def _key_index(columns: list[_Column], raw: list[list]) -> dict[tuple, int]:
-    keys = [i for i, c in enumerate(columns) if c.kind == "key"]
-    return {_hashable(as_result_key(tuple(row[k] for k in keys))): r for r, row in enumerate(raw)}
+RELEASED_DIGITS = 10  # significant digits of a released float (it carries noise far larger than this)
 
 
-def _hashable(value):
-    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+def _released(value):
+    """A released float to ``RELEASED_DIGITS`` significant digits: sums of doubles depend on the
+    engine's order of summation in the last bits, and a re-run must release the same table."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0:
+        return round(value, RELEASED_DIGITS - 1 - math.floor(math.log10(abs(value))))
+    return value
+
+
+def _json_rows(rows, *, released: bool = False) -> list[list]:
+    if released:
+        return [[_released(v) for v in row] for row in rows]
+    return [list(row) for row in rows]
 
 
 @transaction.atomic
 def output_create_for_query(*, query) -> Output:
-    """The output of a completed query: disclosure control of its raw result (which stays in the
-    store), differencing against the project's released outputs, status ``pending``. Called by the
-    query task inside the transaction that marks the query completed. Idempotent: a query's
-    output is made once."""
+    """The output of a completed real query: disclosure control (``outputs.disclosure``) of its
+    cells (read from the store), with the differencing findings against the project's released
+    outputs; status ``pending``. Called inside the transaction that marks the query completed.
+    Idempotent: a query's output is made once."""
     existing = Output.objects.filter(query_id=query.pk).first()
     if existing is not None:
         return existing
-    columns = [_Column(name=c["name"], kind=c["kind"], top1=c.get("top1"), top2=c.get("top2"), total=c.get("total"))
-               for c in query.column_plan]
-    result_columns, rows = read_result(query.pk)
-    # Non-finite floats (NaN from an engine) read as null statistics; JSON columns cannot hold them.
-    rows = pick_columns(result_columns, rows, list(result_columns))
-    params = sdc_params_for()
-
+    _, cells = read_result(query.pk)
+    grid = grid_of(query.plan)
+    params = disclosure_params_for(query.dataset_names)
     findings = _differencing(query, params)
-    names = [c.name for c in columns]
-    row_of = _key_index(columns, pick_columns(result_columns, rows, names)) if findings else {}
-    stored, matched, unmatched = [], [], 0
+    keys = {tuple(c["key"]) for c in cells}
+    found = []
     for finding in findings:
-        group = as_result_key(tuple(finding["group"]))
-        row = row_of.get(_hashable(group))
-        if row is None:
-            unmatched += 1
-        else:
-            matched.append({"row": row})
-        stored.append({"group": group, "row": row, "released_output": finding["released_output"],
-                       "released_group": as_result_key(tuple(finding["released_group"])),
-                       "difference": finding["difference"]})
-    if unmatched:
-        log.error("query %s: %d differencing finding(s) name groups not in the result", query.pk, unmatched)
-
-    result = apply_sdc(columns, result_columns, rows, params, matched)
-    status = Output.SdcStatus.REVIEW if stored else result.status
+        group = list(finding["group"])
+        finding["group"] = group
+        finding["released_group"] = list(finding["released_group"])
+        if tuple(group) in keys:
+            found.append(tuple(group))
+    result = apply_disclosure(grid, [{**c, "key": tuple(c["key"])} for c in cells], params, findings=found)
+    order = {key: r for r, key in enumerate(_grid_keys(grid))}
+    stored = [{**f, "row": order.get(tuple(f["group"]))} for f in findings]
     output = Output.objects.create(
-        query=query, project_id=query.project_id, status=S.PENDING, sdc_status=status, sdc_summary=result.summary,
-        sdc_params=dataclasses.asdict(params), columns=names, column_kinds=[c.kind for c in columns],
-        safe=result.safe, flags=result.flags, differencing=stored,
+        query=query, project_id=query.project_id, status=S.PENDING, sdc_status=result.sdc["status"],
+        sdc_summary=result.sdc["summary"], sdc_params=result.sdc["settings"], columns=list(result.columns),
+        column_kinds=["key"] * len(grid.keys) + [st.kind for st in grid.statistics],
+        raw=_json_rows(result.raw), safe=_json_rows(result.safe, released=True),
+        flags=[{name: list(rules) for name, rules in row.items()} for row in result.flags], differencing=stored,
     )
     audit_record(actor=None, action=AuditAction.OUTPUT_CREATED, target=output,
-           data={"query": query.pk, "sdc_status": output.sdc_status, "summary": output.sdc_summary,
-                 "groups": len(rows)})
+                 data={"query": query.pk, "sdc_status": output.sdc_status, "summary": output.sdc_summary,
+                       "cells": grid.size})
     missed = _optouts_after_run(query)
     if missed is not None:
         # Opt-outs registered while the query ran were not excluded by its sandbox, and the signal
@@ -151,6 +144,10 @@ def output_create_for_query(*, query) -> Output:
                     actor=None)
         output.refresh_from_db()
     return output
+
+
+def _grid_keys(grid: Grid):
+    return product(*grid.domains) if grid.keys else [()]
 
 
 def _optouts_after_run(query):
@@ -257,13 +254,11 @@ def _release(output, *, actor, approvers, comment, request, now) -> None:
 # --- what the API serves, audited --------------------------------------------------------------
 
 @transaction.atomic
-def output_raw_viewed(*, output, actor, request=None) -> tuple[list[str], list[list]]:
-    """The raw table for a checker's view, with the ``output.raw_viewed`` event that every view of
-    a raw output leaves. The caller has checked that ``actor`` sees the checker view."""
-    columns, rows = raw_table(output)
+def output_raw_viewed(*, output, actor, request=None) -> None:
+    """The ``output.raw_viewed`` event that every checker view of an output (its exact ``raw``
+    table) leaves. The caller has checked that ``actor`` sees the checker view."""
     audit_record(actor=actor, action=AuditAction.OUTPUT_RAW_VIEWED, target=output, request=request,
-           data={"status": output.status, "round": output.round})
-    return columns, rows
+                 data={"status": output.status, "round": output.round})
 
 
 @transaction.atomic

@@ -34,7 +34,8 @@ class ProjectQueryListApi(APIView):
         body.is_valid(raise_exception=True)
         query = query_submit(project=project, actor=request.user, request=request, **body.validated_data)
         data = QueryOut(query).data
-        data["status"] = Query.Status.QUEUED  # as accepted; in-process runs (embedded mode) may already be done
+        if query.target == Query.Target.REAL:
+            data["status"] = Query.Status.QUEUED  # as accepted; in-process runs (embedded mode) may already be done
         return Response(data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={200: paginated(QueryOut), 401: None, 403: None, 404: None})

@@ -6,10 +6,11 @@ from audit.transitions import Step
 
 
 class Query(models.Model):
-    """A researcher's SQL, validated and rewritten; run by a worker inside the environment.
+    """A researcher's SQL, validated against the dictionaries into a plan and two statements; a real
+    query is run by a worker inside the environment, a dummy query at once over the dummy twins.
 
-    The result never leaves the environment: it is written to the store (``queries.results``)
-    and handed to ``outputs`` for disclosure control.
+    A real result never leaves the environment: its cells are written to the store
+    (``queries.results``) and handed to ``outputs`` for disclosure control.
     """
 
     class Status(models.TextChoices):
@@ -19,16 +20,23 @@ class Query(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    class Target(models.TextChoices):
+        REAL = "real"  # the datasets' current versions: nothing shown before release
+        DUMMY = "dummy"  # the datasets' dummy twins: answered at once, in full
+
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
     project = models.ForeignKey("projects.Project", on_delete=models.PROTECT, related_name="queries")
     submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="queries")
     title = models.CharField(max_length=200, blank=True)
     sql = models.TextField()
-    rewritten_sql = models.TextField()  # for checkers, never researchers
-    persons_sql = models.TextField()  # (group, person) pairs for the differencing check
-    column_plan = models.JSONField(default=list)  # the result's columns: [{name, kind, top1, top2, total}]
+    target = models.CharField(max_length=5, choices=Target.choices, default=Target.REAL)
+    # the validated plan (queries.plans.plan_json): keys with their domains, statistics, grid size
+    plan = models.JSONField(default=dict)
+    contributions_sql = models.TextField(blank=True)  # the engine's statement (DuckDB): checkers only
+    contributors_sql = models.TextField(blank=True)  # (cell, person) rows for the differencing ledger
     dataset_names = models.JSONField(default=list)  # names of the datasets the SQL reads
+    result = models.JSONField(null=True, blank=True)  # dummy runs only: {columns, rows}, exact
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
     submitted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)  # null: the broker has not taken it yet
@@ -39,7 +47,8 @@ class Query(models.Model):
     task_id = models.CharField(max_length=64, blank=True)  # the Celery task running it: a retry of it may resume
     cancel_requested = models.BooleanField(default=False)
     error = models.CharField(max_length=300, blank=True)  # generic, safe for the researcher
-    error_code = models.CharField(max_length=40, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)  # for the researcher: time_limit | system_error
+    failure = models.CharField(max_length=40, blank=True)  # the internal failure code: checkers and logs
     error_detail = models.TextField(blank=True)  # engine text: logs and checkers only
     dataset_versions = models.JSONField(default=dict)  # {dataset name: version id} the run read
     optout_watermark = models.BigIntegerField(null=True, blank=True)

@@ -1,6 +1,6 @@
 """Query results live in the store, inside the environment, never in an API response.
 
-``results/q<id>.json`` holds the raw aggregate table; ``results/q<id>.persons`` holds the
+``results/q<id>.json`` holds the populated cells of the grid (``queries.plans.cells_from_rows``); ``results/q<id>.persons`` holds the
 per-group person sets (roaring bitmaps) for the differencing check. Written atomically, through
 the store (``environment.store`` owns the layout).
 """
@@ -29,15 +29,16 @@ def persons_path(query_id: int) -> Path:
     return store.result_file(query_id, "persons")
 
 
-def write_result(query_id: int, columns: list[str], rows: list) -> Path:
+def write_result(query_id: int, columns: list[str], cells: list[dict]) -> Path:
+    """The result's column names and its populated cells (``{"key": [...], part: value, …}``)."""
     path = result_path(query_id)
-    store.write_atomic(path, json.dumps({"columns": columns, "rows": [list(r) for r in rows]}, default=_default).encode())
+    store.write_atomic(path, json.dumps({"columns": columns, "cells": cells}, default=_default).encode())
     return path
 
 
-def read_result(query_id: int) -> tuple[list[str], list[list]]:
+def read_result(query_id: int) -> tuple[list[str], list[dict]]:
     data = json.loads(result_path(query_id).read_bytes())
-    return data["columns"], data["rows"]
+    return data["columns"], data["cells"]
 
 
 def write_person_sets(query_id: int, blob: bytes) -> Path:

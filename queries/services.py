@@ -1,16 +1,18 @@
-"""Writes for queries: submit, cancel, run (inside the environment), re-run, sweep.
+"""Writes for queries: submit, cancel, run (inside the environment), re-run, sweep, dummy runs.
 
-Flow: the API validates and creates the query (one transaction, audited) and enqueues
-``run_query_task`` on commit. The worker re-checks the access decision, runs the rewritten SQL in
-the sandbox, writes the result to the store and hands it to ``outputs``. No row ever comes back.
+Flow (DESIGN §5): the API checks the access decision, validates the SQL against the datasets'
+dictionaries (``queries.language``) and creates the query with its plan and its two statements
+(one transaction, audited). A real query is enqueued on commit; ``run_query_task`` re-checks the
+access decision, runs the contributions statement in the sandbox, writes the cells and the
+contributors' person sets to the store and hands the query to ``outputs`` (``query_completed``).
+No value ever comes back to the researcher before release. A dummy query runs at once, in the
+request, over the datasets' dummy twins, and its exact answer is kept on the query.
 """
 
 import logging
 import threading
 import time
-from dataclasses import asdict
 from datetime import timedelta
-from decimal import Decimal
 
 import duckdb
 import pyarrow as pa
@@ -24,15 +26,15 @@ from audit import transitions
 from audit.actions import AuditAction
 from audit.services import audit_record
 from environment.models import Dataset
-from environment.sandbox import dataset_schema, open_sandbox
+from environment.sandbox import OPTOUTS, open_sandbox, open_twin_sandbox
 from environment.services import reap_dead_sandboxes
 from tre.errors import Invalid, WrongState
 
-from . import results
+from . import plans, results
+from .language import LanguageError, contributions_sql, datasets_named, persons_sql, validate
 from .models import TRANSITIONS, Query
 from .personsets import serialize_uint64_sets
 from .signals import query_completed
-from .sql import PERSON_KEYS, QueryRejected, referenced_datasets, validate_and_rewrite
 
 log = logging.getLogger(__name__)
 
@@ -41,56 +43,84 @@ HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_STALE = timedelta(seconds=settings.TRE_HEARTBEAT_STALE_SECONDS)  # a running attempt silent this long is dead
 ENQUEUE_GRACE = timedelta(seconds=10)  # a queued query the broker never took is re-sent after this
 
-# What the researcher is told; the engine's own text goes to logs and checkers only.
+# What the researcher is told of a failed real query: a closed set (DESIGN §5). Every internal
+# code maps to one of these; the internal code and the engine's text go to logs and checkers.
 GENERIC_ERRORS = {
-    "engine_error": "the query could not be run by the engine",
     "time_limit": "the query ran past its time limit",
-    "too_many_groups": "the result has more groups than allowed",
-    "access_refused": "access was refused when the query started",
-    "worker_lost": "the worker running the query stopped; it was not finished",
-    "no_data": "a dataset the query reads has no data loaded",
-    "store_error": "the result could not be stored",
     "system_error": "the environment could not finish the query; the operators have been told",
+}
+# Internal failure codes (``Query.failure``), each shown to the researcher as one of the above.
+FAILURES = {
+    "time_limit": "time_limit",
+    "engine_error": "system_error",
+    "access_refused": "system_error",
+    "worker_lost": "system_error",
+    "no_data": "system_error",
+    "store_error": "system_error",
+    "system_error": "system_error",
 }
 
 
 # --- submission --------------------------------------------------------------------------------
 
-def _sql_error(exc: QueryRejected) -> Invalid:
-    return Invalid(fields={"sql": [str(exc)]})  # DRF style: the message names the rule and position
+def problem_text(problem) -> str:
+    return f"{problem.rule} at line {problem.line}, column {problem.column}: {problem.message} — {problem.hint}"
 
 
-def query_submit(*, project, actor, sql, title: str = "", request=None) -> Query:
-    """Validate ``sql`` for ``project`` and create a queued query; the run is enqueued on commit.
+def _language_error(exc: LanguageError) -> Invalid:
+    """400 in DRF style: ``{"sql": ["<rule> at line L, column C: <message> — <hint>", …]}``, every problem."""
+    return Invalid(fields={"sql": [problem_text(p) for p in exc.problems]})
 
-    Order: the SQL is parsed just enough to list its datasets; the access decision (403 naming the
-    rule); then every rule of the query language (400 ``{"sql": [...]}``).
-    """
+
+def _plan(sql: str, datasets) -> tuple:
+    dictionaries = {d.name.lower(): d.dictionary_object() for d in datasets}
+    try:
+        plan = validate(sql, dictionaries, max_cells=settings.TRE_MAX_RESULT_CELLS,
+                        max_bytes=settings.TRE_MAX_QUERY_BYTES)
+    except LanguageError as exc:
+        raise _language_error(exc) from None
+    tables = {name: name for name in plan.datasets}  # the sandbox names each dataset's view by its name
+    return (plan, contributions_sql(plan, dialect="duckdb", tables=tables, optouts=OPTOUTS),
+            persons_sql(plan, dialect="duckdb", tables=tables, optouts=OPTOUTS))
+
+
+def query_submit(*, project, actor, sql, title: str = "", target: str = "real", request=None) -> Query:
+    """Validate ``sql`` for ``project`` and create the query.
+
+    Order: the dataset names are read from the text; the access decision (403 naming the rule);
+    then every rule of the language against the datasets' dictionaries (400 ``{"sql": [...]}``,
+    every problem; a grid over ``TRE_MAX_RESULT_CELLS`` is one of them). A real query is enqueued
+    on commit; a dummy query runs at once over the dummy twins (``dummy_run``)."""
     if not isinstance(sql, str) or not sql.strip():
         raise Invalid(fields={"sql": ["a query is required"]})
-    max_bytes = settings.TRE_MAX_QUERY_BYTES
-    try:
-        names = referenced_datasets(sql, max_bytes=max_bytes)
-    except QueryRejected as exc:
-        raise _sql_error(exc) from None
+    if target not in Query.Target.values:
+        raise Invalid(fields={"target": [f"one of {', '.join(Query.Target.values)}"]})
+    names = datasets_named(sql, max_bytes=settings.TRE_MAX_QUERY_BYTES)
     require_access(user=actor, project=project, datasets=names)
     datasets = list(Dataset.objects.filter(name__in=names).select_related("current_version"))
-    try:
-        validated = validate_and_rewrite(sql, schema=dataset_schema(datasets), max_bytes=max_bytes)
-    except QueryRejected as exc:
-        raise _sql_error(exc) from None
-    empty = sorted(d.name for d in datasets if d.current_version_id is None)
-    if empty:
-        raise WrongState(f"dataset {', '.join(empty)} has no data loaded yet", rule="no_data")
+    plan, statement, contributors = _plan(sql, datasets)
+    used = [d for d in datasets if d.name in plan.datasets]
+    if target == Query.Target.REAL:
+        empty = sorted(d.name for d in used if d.current_version_id is None)
+        if empty:
+            raise WrongState(f"dataset {', '.join(empty)} has no data loaded yet", rule="no_data")
+    else:
+        missing = sorted(d.name for d in used if d.current_twin_id is None)
+        if missing:
+            raise WrongState(f"dataset {', '.join(missing)} has no dummy twin yet", rule="no_twin")
     with transaction.atomic():
         query = Query.objects.create(
-            project=project, submitted_by=actor, title=(title or "")[:200], sql=validated.sql,
-            rewritten_sql=validated.rewritten_sql, persons_sql=validated.persons_sql,
-            column_plan=[asdict(c) for c in validated.columns], dataset_names=list(validated.datasets),
+            project=project, submitted_by=actor, title=(title or "")[:200], sql=sql, target=target,
+            plan=plans.plan_json(plan), contributions_sql=statement, contributors_sql=contributors,
+            dataset_names=list(plan.datasets),
         )
         audit_record(actor=actor, action=AuditAction.QUERY_SUBMITTED, target=query, project=project.pk, request=request,
-                     data={"datasets": query.dataset_names, "title": query.title})
-        transaction.on_commit(lambda: enqueue(query.pk))
+                     data={"datasets": query.dataset_names, "title": query.title, "target": target,
+                           "grid_size": plan.grid_size})
+        if target == Query.Target.REAL:
+            transaction.on_commit(lambda: enqueue(query.pk))
+    if target == Query.Target.DUMMY:
+        query = dummy_run(query=query, actor=actor, request=request)
     return query
 
 
@@ -129,8 +159,8 @@ def query_rerun(*, query, actor=None, reason: str = "stale") -> Query:
     with transaction.atomic():
         new = Query.objects.create(
             project=query.project, submitted_by=query.submitted_by, title=query.title, sql=query.sql,
-            rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql, column_plan=query.column_plan,
-            dataset_names=query.dataset_names, rerun_of=query,
+            target=query.target, plan=query.plan, contributions_sql=query.contributions_sql,
+            contributors_sql=query.contributors_sql, dataset_names=query.dataset_names, rerun_of=query,
         )
         audit_record(actor=actor, action=AuditAction.QUERY_RERUN, target=new, project=query.project_id,
                      data={"rerun_of": query.pk, "reason": reason})
@@ -149,7 +179,8 @@ def _finish(query, status, *, code: str = "", detail: str = "", now=None) -> Non
     query.status = status
     query.finished_at = now or timezone.now()
     if code:
-        query.error_code, query.error = code, GENERIC_ERRORS[code]
+        shown = FAILURES.get(code, "system_error")
+        query.failure, query.error_code, query.error = code, shown, GENERIC_ERRORS[shown]
         query.error_detail = detail[:20_000]
     query.save()
 
@@ -220,9 +251,7 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
             return None
         decision = check_access(user=query.submitted_by, project=query.project, datasets=query.dataset_names)
         if not decision.allowed:
-            _finish(query, Query.Status.FAILED, code="access_refused", detail=decision.message, now=now)
-            query.error = f"{GENERIC_ERRORS['access_refused']}: {decision.message} (rule {decision.rule})"
-            query.save(update_fields=["error"])
+            _finish(query, Query.Status.FAILED, code="access_refused", detail=f"{decision.message} (rule {decision.rule})", now=now)
             audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=query, data={"code": "access_refused", "rule": decision.rule})
             return None
         transitions.check(TRANSITIONS, query, "start")
@@ -235,54 +264,54 @@ def _claim(query_id: int, now, task_id: str = "") -> Query | None:
         return query
 
 
-def _from_arrow(value):
-    """Arrow hands HUGEINT sums over as Decimal with no fraction: give them back as ints."""
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value.as_tuple().exponent >= 0:
-        return int(value)
-    return value
-
-
-def _execute(query: Query, sandbox, max_groups: int) -> tuple[list[str], list, bytes]:
-    """Run the rewritten SQL once; split off each group's person keys (zero-copy from Arrow) for
-    the differencing check and return the aggregate table, its columns and the packed person sets."""
-    started = time.monotonic()
-    reader = sandbox.conn.sql(query.rewritten_sql).to_arrow_reader(batch_size=max(1024, max_groups + 1))
-    batches, groups = [], 0
-    for batch in reader:
-        groups += batch.num_rows
-        if groups > max_groups:
-            raise _TooManyGroups(f"more than {max_groups} groups")
-        batches.append(batch)
-    table = pa.Table.from_batches(batches, schema=reader.schema)
-    engine_ms = (time.monotonic() - started) * 1000
-    columns = [name for name in table.column_names if name != PERSON_KEYS]
-    values = [[_from_arrow(v) for v in table.column(name).to_pylist()] for name in columns]
-    rows = [list(r) for r in zip(*values, strict=False)] if values else []
-    n_keys = sum(1 for c in query.column_plan if c["kind"] == "key")
-    persons = table.column(PERSON_KEYS).combine_chunks()
+def _person_sets(conn, query: Query) -> bytes:
+    """Each populated cell's contributors as packed 64-bit person keys (``queries.personsets``),
+    straight from an Arrow list buffer: no Python int per person."""
+    n_keys = len(query.plan["keys"])
+    keys = ", ".join(f'"k{i}"' for i in range(n_keys))
+    select = f"{keys}, " if keys else ""
+    group = f" GROUP BY {keys}" if keys else ""
+    table = conn.sql(
+        f"SELECT {select}list(DISTINCT CAST('0x' || substr(\"pid\", 1, 16) AS UBIGINT)) AS tre_person_keys "
+        f"FROM ({query.contributors_sql}) AS c{group}").to_arrow_table()
+    key_columns = [[plans.label(v) for v in table.column(i).to_pylist()] for i in range(n_keys)]
+    persons = table.column("tre_person_keys").combine_chunks()
+    if not isinstance(persons, pa.ListArray) or len(persons) == 0:
+        return serialize_uint64_sets([])
     offsets = persons.offsets.to_pylist()
     flat = persons.values
     data = flat.buffers()[1]
     base = flat.offset * 8
-    sets = serialize_uint64_sets(
-        (tuple(row[:n_keys]), data[base + offsets[i] * 8: base + offsets[i + 1] * 8].to_pybytes())
-        for i, row in enumerate(rows))
+    return serialize_uint64_sets(
+        (tuple(column[i] for column in key_columns), data[base + offsets[i] * 8: base + offsets[i + 1] * 8].to_pybytes())
+        for i in range(len(persons)))
+
+
+def _contributions(conn, query: Query) -> list[dict]:
+    cursor = conn.execute(query.contributions_sql)
+    names = [d[0] for d in cursor.description]
+    return plans.cells_from_rows(names, cursor.fetchall(), len(query.plan["keys"]))
+
+
+def _execute(query: Query, sandbox) -> tuple[list[dict], bytes]:
+    """Run the contributions statement, then the contributors' statement (for the differencing
+    ledger); timings for checkers."""
+    started = time.monotonic()
+    cells = _contributions(sandbox.conn, query)
+    engine_ms = (time.monotonic() - started) * 1000
+    sets = _person_sets(sandbox.conn, query)
     query.timings = {**query.timings, "engine_ms": round(engine_ms),
                      "person_sets_ms": round((time.monotonic() - started) * 1000 - engine_ms)}
-    return columns, rows, sets
-
-
-class _TooManyGroups(Exception):
-    pass
+    return cells, sets
 
 
 def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
-    """Run one query inside the environment (the Celery task's body). Idempotent."""
+    """Run one real query inside the environment (the Celery task's body). Idempotent."""
     query = _claim(query_id, now or timezone.now(), task_id)
     if query is None:
         return None
     t0 = time.monotonic()
-    code, detail, columns, rows, person_sets = "", "", [], [], b""
+    code, detail, cells, person_sets = "", "", [], b""
     watchdog = None
     try:
         datasets = list(Dataset.objects.filter(name__in=query.dataset_names))
@@ -292,12 +321,10 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
             watchdog = _Watchdog(query.pk, sandbox.conn, settings.TRE_QUERY_SOFT_TIME_LIMIT)
             watchdog.start()
             try:
-                columns, rows, person_sets = _execute(query, sandbox, settings.TRE_MAX_RESULT_CELLS)
+                cells, person_sets = _execute(query, sandbox)
             finally:
                 watchdog.stop()
                 _drop_dead_connection()  # before the sandbox releases its leases
-    except _TooManyGroups as exc:
-        code, detail = "too_many_groups", f"{exc}; TRE_MAX_RESULT_CELLS={settings.TRE_MAX_RESULT_CELLS}"
     except duckdb.InterruptException as exc:
         code, detail = ("cancelled" if watchdog and watchdog.reason == "cancelled" else "time_limit"), str(exc)
     except duckdb.Error as exc:
@@ -307,14 +334,52 @@ def run_query(*, query_id: int, now=None, task_id: str = "") -> Query | None:
         code, detail = "no_data", str(exc)
     if not code:
         try:
-            results.write_result(query.pk, columns, rows)
+            results.write_result(query.pk, plans.columns(query.plan), cells)
             results.write_person_sets(query.pk, person_sets)
         except OSError as exc:
             code, detail = "store_error", str(exc)
             log.error("query %s: result not stored: %s", query.pk, exc)
     close_old_connections()
     _drop_dead_connection()
-    return _complete(query, code=code, detail=detail, groups=len(rows), total_ms=(time.monotonic() - t0) * 1000)
+    return _complete(query, code=code, detail=detail, groups=len(cells), total_ms=(time.monotonic() - t0) * 1000)
+
+
+# --- dummy runs ----------------------------------------------------------------------------------
+
+def dummy_run(*, query: Query, actor, request=None) -> Query:
+    """Run a dummy query at once over the datasets' dummy twins (small, made up): the exact answer
+    over the whole grid, the engine's error if any and the timings are kept on the query and shown
+    to the researcher. No output. Audited (``query.dummy_run``)."""
+    started = timezone.now()
+    t0 = time.monotonic()
+    result, code, detail = None, "", ""
+    try:
+        datasets = list(Dataset.objects.filter(name__in=query.dataset_names).select_related("current_twin"))
+        with open_twin_sandbox(datasets) as sandbox:
+            cells = _contributions(sandbox.conn, query)
+        columns, rows = plans.exact_table(query.plan, cells)
+        result = {"columns": columns, "rows": rows}
+    except duckdb.Error as exc:
+        code, detail = "engine_error", f"{type(exc).__name__}: {exc}"
+    except LookupError as exc:
+        code, detail = "no_data", str(exc)
+    total_ms = round((time.monotonic() - t0) * 1000)
+    with transaction.atomic():
+        locked = Query.objects.select_for_update().get(pk=query.pk)
+        transitions.check(TRANSITIONS, locked, "start")
+        locked.status, locked.started_at, locked.attempts = Query.Status.RUNNING, started, 1
+        locked.timings = {"engine_ms": total_ms, "total_ms": total_ms}
+        if code:
+            _finish(locked, Query.Status.FAILED, code=code, detail=detail)
+            locked.error = detail[:300]  # a dummy run's error is the engine's own: the twin holds no real value
+            locked.save(update_fields=["error"])
+        else:
+            locked.result = result
+            _finish(locked, Query.Status.COMPLETED)
+        audit_record(actor=actor, action=AuditAction.QUERY_DUMMY_RUN, target=locked, project=locked.project_id,
+                     request=request, data={"status": locked.status, "cells": len(result["rows"]) if result else 0,
+                                            "total_ms": total_ms})
+    return locked
 
 
 def _drop_dead_connection() -> None:
@@ -341,7 +406,7 @@ def _complete(query: Query, *, code: str, detail: str, groups: int, total_ms: fl
             _finish(locked, Query.Status.FAILED, code=code, detail=detail)
             audit_record(actor=None, action=AuditAction.QUERY_FAILED, target=locked, data={"code": code})
         else:
-            locked.result_groups = groups
+            locked.result_groups = groups  # populated cells: checkers only
             _finish(locked, Query.Status.COMPLETED)
             audit_record(actor=None, action=AuditAction.QUERY_COMPLETED, target=locked,
                          data={"groups": groups, "total_ms": timings["total_ms"], "versions": locked.dataset_versions})

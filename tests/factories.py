@@ -166,62 +166,60 @@ class ProjectFactory(factory.django.DjangoModelFactory):
 
 # --- Outputs: a completed query's output, made without the worker ---------------------------
 
-def output_result_columns(columns) -> list[str]:
-    """The raw result's columns as the rewriter returns them: the user columns, ``n_persons``, then
-    top1/top2/total of each sum/avg column."""
-    helpers = [c[h] for c in columns if c["kind"] in ("sum", "avg") for h in ("top1", "top2", "total")]
-    return [c["name"] for c in columns] + ["n_persons"] + helpers
+def count_cell(key, persons: int, *, ckey: int | None = None, rows: int | None = None) -> dict:
+    """A populated cell of a count-only grid as the contributions statement gives it."""
+    rows = persons if rows is None else rows
+    return {"key": list(key), "n_persons": persons, "ckey": (ckey if ckey is not None else persons * 37) % 256,
+            "ckey2": persons * 7919, "n_rows": rows, "rows_max": 1 if rows == persons else rows}
 
 
-def output_column(name, kind="key") -> dict:
-    """A ``Query.column_plan`` entry; sum/avg columns get the helper names the rewriter would give."""
-    column = {"name": name, "kind": kind, "top1": None, "top2": None, "total": None}
-    if kind in ("sum", "avg"):
-        column.update(top1=f"{name}_top1", top2=f"{name}_top2", total=f"{name}_total")
-    return column
+def count_plan(key="region", domain=("east", "north", "south"), statistic="n", kind="count_persons") -> dict:
+    """A stored plan (``queries.plans.plan_json``) of one key and one count."""
+    return {"datasets": [], "keys": [{"name": key, "kind": "category", "domain": list(domain)}],
+            "statistics": [{"name": statistic, "kind": kind, "measure": None}], "one_row_per_person": True,
+            "grid_size": len(domain)}
 
 
-# region/n: "east" fails the threshold, so secondary suppression also takes "south".
-DEFAULT_OUTPUT_COLUMNS = [output_column("region"), output_column("n", "count")]
-DEFAULT_OUTPUT_ROWS = [["north", 23, 23], ["south", 12, 12], ["east", 4, 4]]
+# region/n: "east" (4 persons) is under the threshold and withheld; north and south are released.
+DEFAULT_PLAN = count_plan()
+DEFAULT_CELLS = [count_cell(["north"], 23), count_cell(["south"], 12), count_cell(["east"], 4)]
 
 
 class CompletedQueryFactory(factory.django.DjangoModelFactory):
-    """A completed ``Query`` row whose raw result (and person sets) are written to the store with
+    """A completed real ``Query`` row whose cells (and person sets) are written to the store with
     ``queries.results``, as the worker would leave them — but no output yet.
 
-    ``CompletedQueryFactory(project=p, columns=[...], rows=[...], person_sets={(key,): [ints]})``;
-    ``rows`` are in ``output_result_columns(columns)`` order."""
+    ``CompletedQueryFactory(project=p, plan={...}, cells=[...], person_sets={(key,): [ints]})``."""
 
     class Meta:
         model = "queries.Query"
 
     title = factory.Sequence(lambda n: f"Query {n}")
-    sql = "SELECT region, count(*) AS n FROM dataset GROUP BY region"
-    rewritten_sql = "/* rewritten */ SELECT region, count(*) AS n, count(DISTINCT person_id) AS n_persons …"
-    persons_sql = "/* persons */ SELECT region, person_id …"
+    sql = "SELECT region, count(DISTINCT person_id) AS n FROM dataset GROUP BY region"
+    contributions_sql = "/* contributions */ SELECT k0, count(*) AS n_persons …"
+    contributors_sql = "/* contributors */ SELECT DISTINCT k0, pid …"
     status = "completed"
 
     @classmethod
-    def _create(cls, model_class, *args, project=None, submitted_by=None, columns=None, rows=None,
+    def _create(cls, model_class, *args, project=None, submitted_by=None, plan=None, cells=None,
                 person_sets=None, datasets=None, started_at=None, finished_at=None, **kwargs):
         from pyroaring import BitMap64
 
-        from queries import results
+        from queries import plans, results
         from queries.personsets import serialize_sets
 
         if project is None:
             project = ProjectFactory(status="approved")
         submitted_by = submitted_by or project.lead
-        columns = [dict(c) for c in (columns or DEFAULT_OUTPUT_COLUMNS)]
-        rows = DEFAULT_OUTPUT_ROWS if rows is None else rows
+        plan = dict(plan or DEFAULT_PLAN)
+        cells = DEFAULT_CELLS if cells is None else cells
         if datasets is None:
             datasets = sorted(project.datasets.values_list("name", flat=True))
         now = _tz.now()
         query = model_class.objects.create(
-            project=project, submitted_by=submitted_by, column_plan=columns, dataset_names=[d.lower() for d in datasets],
-            started_at=started_at or now, finished_at=finished_at or now, result_groups=len(rows), **kwargs)
-        results.write_result(query.pk, output_result_columns(columns), rows)
+            project=project, submitted_by=submitted_by, plan=plan, dataset_names=[d.lower() for d in datasets],
+            started_at=started_at or now, finished_at=finished_at or now, result_groups=len(cells), **kwargs)
+        results.write_result(query.pk, plans.columns(plan), cells)
         if person_sets is not None:
             results.write_person_sets(query.pk, serialize_sets({tuple(k): BitMap64(v) for k, v in person_sets.items()}))
         return query

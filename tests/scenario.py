@@ -110,5 +110,11 @@ class Scenario:
         assert r.status_code in codes, f"{r.status_code}: {r.content[:500]}"
         return r.json()
 
+    def submit_dummy(self, sql, user=None, codes=(201,)):
+        r = self.c(user or self.member).post(f"/api/v1/projects/{self.project['id']}/queries/",
+                                             {"sql": sql, "target": "dummy"}, format="json")
+        assert r.status_code in codes, f"{r.status_code}: {r.content[:500]}"
+        return r.json()
+
     def person_ids(self, recs=None):
         return {person_id_for(r.nhs_number) for r in (recs or self.records)}

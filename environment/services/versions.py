@@ -19,8 +19,9 @@ from notifications.models import Kind
 from notifications.services import notify
 
 from .. import store
-from ..ingest import build_version_file, load_failed, sniff_format
+from ..ingest import build_version_file, load_failed
 from ..models import Dataset, DatasetVersion, DictionaryVersion
+from ..readers import sniff_format
 from . import dictionaries
 from .datasets import next_version_number
 from .erasure import enqueue_erasure, erasure_pending

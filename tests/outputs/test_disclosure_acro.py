@@ -22,8 +22,8 @@ from outputs import ptable
 from outputs.cellkey import perturb_frequency
 from outputs.disclosure import DisclosureParams, Grid, Statistic, apply_disclosure
 
+from .acro_reference import SHARED_CASES, acro_nk, acro_p_percent, acro_threshold
 from .test_disclosure import make_cell, one_row
-from .test_sdc_acro import SHARED_CASES, acro_nk, acro_p_percent, acro_threshold
 
 TABLE = ptable.get()
 PARAMS = DisclosureParams()

@@ -17,9 +17,11 @@ from tests.factories import OutputFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
-MEMBER_KEYS = {"id", "query", "project", "project_title", "status", "sdc", "columns", "round", "created_at",
+# the member's view before release: status and column names, no value, no disclosure-control outcome
+MEMBER_KEYS = {"id", "query", "project", "project_title", "status", "columns", "round", "created_at",
                "requested_at", "released_at", "view", "request_comment", "reviews"}
-CHECKER_ONLY = {"raw", "safe", "flags", "sql", "rewritten_sql", "differencing", "sdc_rules"}
+CHECKER_ONLY = {"raw", "safe", "flags", "sdc", "sql", "contributions_sql", "timings", "engine_error", "differencing"}
+SAFE = [["east", None], ["north", 22], ["south", 13]]  # the default output as released (perturbed, east withheld)
 
 
 @pytest.fixture(autouse=True)
@@ -102,10 +104,8 @@ def test_members_list_their_projects_outputs_and_others_see_none(w, client_for):
 def test_list_item_shape_has_no_values(w, client_for):
     w.output()
     [item] = client_for(w.member).get(url("outputs")).json()["results"]
-    assert set(item) == {"id", "query", "project", "project_title", "status", "sdc", "columns", "round", "created_at",
-                         "requested_at", "released_at", "view"}
-    assert item["sdc"] == {"status": "suppressed", "summary": {"threshold": 1, "nk_dominance": 0, "p_percent": 0,
-                                                                "secondary": 1, "differencing": 0}}
+    assert set(item) == {"id", "query", "project", "project_title", "status", "columns", "round", "created_at",
+                         "requested_at", "released_at", "view"}  # no sdc outcome for members
     assert item["columns"] == ["region", "n"] and item["status"] == "pending" and item["project_title"] == "Waiting times"
 
 
@@ -177,12 +177,16 @@ def test_checker_view_shows_raw_safe_flags_and_is_audited(w, client_for):
     assert response.status_code == 200
     body = response.json()
     assert body["view"] == "checker" and CHECKER_ONLY <= set(body)
-    assert body["columns"] == ["region", "n", "n_persons"]
-    assert body["raw"] == [["north", 23, 23], ["south", 12, 12], ["east", 4, 4]]
-    assert body["safe"] == [["north", 25, 23], ["south", None, 12], ["east", None, 4]]
-    assert body["flags"] == [{}, {"n": ["secondary"]}, {"n": ["threshold"]}]
-    assert body["rewritten_sql"] == output.query.rewritten_sql and body["differencing"] == []
+    assert body["columns"] == ["region", "n", "contributors"]
+    assert body["raw"] == [["east", 4, 4], ["north", 23, 23], ["south", 12, 12]]
+    assert body["safe"] == SAFE
+    assert body["flags"] == [{"n": ["threshold"]}, {}, {}]
+    assert body["contributions_sql"] == output.query.contributions_sql and body["differencing"] == []
     assert body["sdc"]["status"] == "suppressed" and body["reviews"] == []
+    assert body["sdc"]["summary"] == {"threshold": 1, "nk_dominance": 0, "p_percent": 0, "differencing": 0}
+    assert body["sdc"]["settings"]["threshold"] == 10 and body["sdc"]["settings"]["ckm_d"] == 3
+    checker_list = client_for(w.checker1).get(url("outputs")).json()["results"]
+    assert checker_list[0]["sdc"]["status"] == "suppressed"
     [event] = audit("output.raw_viewed", output)
     assert event.actor == "checker1" and event.project == w.project.pk
 
@@ -198,8 +202,8 @@ def test_members_see_the_released_table_after_release(w, client_for):
     output = w.output(status="released")
     body = client_for(w.member).get(url("output-detail", output)).json()
     assert body["status"] == "released" and body["released_at"] is not None
-    assert body["safe"] == [["north", 25], ["south", None], ["east", None]]
-    assert "raw" not in body and "flags" not in body
+    assert body["safe"] == SAFE  # the full grid sorted by key, withheld cells null, no contributors
+    assert "raw" not in body and "flags" not in body and "sdc" not in body
     assert [(r["decision"], r["round"]) for r in body["reviews"]] == [("approve", 1), ("approve", 1)]
     assert all("checker" not in r for r in body["reviews"])
 
@@ -357,26 +361,16 @@ def test_download_only_released_and_only_members(w, client_for):
     assert not audit("output.downloaded", released) and not audit("output.downloaded", pending)
 
 
-def test_csv_download_is_the_released_table_with_a_comment_header(w, client_for):
+def test_csv_download_is_plain_csv_of_the_released_table(w, client_for):
     output = w.output(status="released")
     response = client_for(w.member).get(url("output-download", output, file_format="csv"),
                                         HTTP_ACCEPT="text/csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert f'filename="output-{output.pk}.csv"' in response["Content-Disposition"]
     text = response.content.decode()
-    header = [line for line in text.splitlines() if line.startswith("# ")]
-    table = [line for line in text.splitlines() if not line.startswith("# ")]
-    meta = dict(line[2:].split(": ", 1) for line in header)
-    assert meta["project_id"] == str(w.project.pk) and meta["project_title"] == "Waiting times"
-    assert meta["query_id"] == str(output.query_id) and meta["released_at"]
-    assert list(meta) == ["output_id", "project_id", "project_title", "query_id", "released_at", "sdc_status",
-                          "sdc_rules", "sdc_summary"]
-    assert meta["sdc_rules"] == "threshold=10; rounding_base=5; nk_n=2; nk_k=0.9; p_percent=0.1; zeros_disclosive=False"
-    assert meta["sdc_summary"] == "threshold=1; nk_dominance=0; p_percent=0; secondary=1; differencing=0"
-    assert meta["sdc_status"] == "suppressed" and meta["output_id"] == str(output.pk)
-    assert list(csv.reader(io.StringIO("\n".join(table)))) == [["region", "n"], ["north", "25"], ["south", ""],
-                                                               ["east", ""]]
-    assert "n_persons" not in text and "23" not in table[1]
+    assert not any(line.startswith("#") for line in text.splitlines())  # a header row, then data: nothing else
+    assert list(csv.reader(io.StringIO(text))) == [["region", "n"], ["east", ""], ["north", "22"], ["south", "13"]]
+    assert "contributors" not in text and "23" not in text
     [event] = audit("output.downloaded", output)
     assert event.actor == "member" and event.data == {"file_format": "csv"}
 
@@ -387,10 +381,11 @@ def test_json_download(w, client_for):
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
     body = json.loads(response.content)
     assert body["columns"] == ["region", "n"]
-    assert body["rows"] == [["north", 25], ["south", None], ["east", None]]
+    assert body["rows"] == SAFE
     assert body["metadata"]["project_id"] == w.project.pk and body["metadata"]["query_id"] == output.query_id
     assert body["metadata"]["sdc_rules"]["threshold"] == 10 and body["metadata"]["sdc_status"] == "suppressed"
-    assert "n_persons" not in response.content.decode()
+    assert body["metadata"]["sdc_rules"]["ckm_d"] == 3 and body["metadata"]["sdc_rules"]["ptable"]
+    assert "contributors" not in response.content.decode()
     assert audit("output.downloaded", output)[0].data == {"file_format": "json"}
 
 
@@ -416,12 +411,12 @@ def test_acro_results_json(w, client_for):
     [file] = record["files"]
     assert file["name"] == f"output_{output.pk}.csv"
     assert file["sdc"]["summary"]["threshold"] == 1 and file["sdc"]["summary"]["suppressed"] is True
-    assert file["sdc"]["cells"]["threshold"] == [[2, 1]] and file["sdc"]["cells"]["secondary"] == [[1, 1]]
-    assert record["outcome"]["n"] == {"0": "ok", "1": "secondary; ", "2": "threshold; "}
-    assert record["summary"] == "fail; threshold: 1 cells suppressed; secondary: 1 cells suppressed; "
+    assert file["sdc"]["cells"]["threshold"] == [[0, 1]]
+    assert record["outcome"]["n"] == {"0": "threshold; ", "1": "ok", "2": "ok"}
+    assert record["summary"] == "fail; threshold: 1 cells suppressed; "
     assert record["command"] == output.query.sql
     assert record["comments"] == ["approve: checked", "approve: checked"]
-    assert "n_persons" not in response.content.decode()
+    assert "contributors" not in response.content.decode()
     assert audit("output.downloaded", output)[0].data == {"file_format": "acro"}
 
 
@@ -435,7 +430,7 @@ def test_acro_zip_is_a_directory_sacro_viewer_opens(w, client_for):
     name = f"output_{output.pk}.csv"
     assert set(archive.namelist()) == {"results.json", name, f"checksums/{name}.txt", "checksums/results.json.txt"}
     table = archive.read(name)
-    assert table.decode().splitlines() == ["region,n", "north,25", "south,", "east,"]
+    assert table.decode().splitlines() == ["region,n", "east,", "north,22", "south,13"]
     assert archive.read(f"checksums/{name}.txt").decode() == hashlib.sha256(table).hexdigest()
     results = json.loads(archive.read("results.json"))
     assert results["results"][f"output_{output.pk}"]["files"][0]["name"] == name

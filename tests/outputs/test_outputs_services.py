@@ -12,7 +12,15 @@ from audit.models import AuditEvent
 from outputs import services
 from outputs.models import Output, OutputReview, ReleasedPersonSets
 from queries.models import Query
-from tests.factories import CompletedQueryFactory, DatasetFactory, OutputFactory, ProjectFactory, UserFactory, output_column
+from tests.factories import (
+    CompletedQueryFactory,
+    DatasetFactory,
+    OutputFactory,
+    ProjectFactory,
+    UserFactory,
+    count_cell,
+    count_plan,
+)
 from tre.errors import Forbidden, Invalid, WrongState
 
 pytestmark = pytest.mark.django_db
@@ -46,91 +54,105 @@ def checkers():
 
 # --- creation ------------------------------------------------------------------------------------
 
-def test_create_applies_sdc_and_keeps_raw_values_out_of_the_audit(project):
+def test_create_applies_disclosure_control_and_keeps_values_out_of_the_audit(project):
     output = OutputFactory(project=project)
 
     assert output.status == "pending" and output.sdc_status == "suppressed" and output.round == 0
     assert output.project_id == project.pk
-    assert output.columns == ["region", "n"] and output.column_kinds == ["key", "count"]
-    # east (4 persons) fails the threshold; south is the secondary suppression; counts rounded to 5
-    assert output.safe == [["north", 25, 23], ["south", None, 12], ["east", None, 4]]
-    assert output.flags == [{}, {"n": ["secondary"]}, {"n": ["threshold"]}]
-    assert output.sdc_summary == {"threshold": 1, "nk_dominance": 0, "p_percent": 0, "secondary": 1, "differencing": 0}
-    assert output.sdc_params == {"threshold": 10, "rounding_base": 5, "nk_n": 2, "nk_k": 0.9, "p_percent": 0.1,
-                                 "zeros_disclosive": False}
+    assert output.columns == ["region", "n"] and output.column_kinds == ["key", "count_persons"]
+    # the full grid sorted by key; east (4 persons) is withheld on its perturbed count; the others perturbed
+    assert [row[0] for row in output.safe] == ["east", "north", "south"]
+    assert output.safe[0] == ["east", None] and all(row[1] is not None for row in output.safe[1:])
+    assert output.raw == [["east", 4, 4], ["north", 23, 23], ["south", 12, 12]]  # exact, with contributors
+    assert all(abs(safe[1] - raw[1]) <= 3 for safe, raw in zip(output.safe[1:], output.raw[1:], strict=False))  # D = 3
+    assert output.flags == [{"n": ["threshold"]}, {}, {}]
+    assert output.sdc_summary == {"threshold": 1, "nk_dominance": 0, "p_percent": 0, "differencing": 0}
+    assert output.sdc_params["threshold"] == 10 and output.sdc_params["ckm_d"] == 3 and output.sdc_params["ckm_v"] == 2
     [event] = events("output.created", output)
     assert event.actor == "" and event.project == project.pk
     assert event.data == {"query": output.query_id, "sdc_status": "suppressed", "summary": output.sdc_summary,
-                          "groups": 3}
+                          "cells": 3}
     assert "north" not in str(event.data)
 
 
-def test_create_passes_a_safe_table_and_is_idempotent(project):
-    query = CompletedQueryFactory(project=project, rows=[["north", 21, 21], ["south", 32, 32]])
+def test_create_is_idempotent_and_deterministic(project):
+    cells = [count_cell(["north"], 41), count_cell(["south"], 32), count_cell(["east"], 25)]
+    query = CompletedQueryFactory(project=project, cells=cells)
     first = services.output_create_for_query(query=query)
     again = services.output_create_for_query(query=query)
-
     assert again.pk == first.pk and Output.objects.filter(query=query).count() == 1
-    assert first.sdc_status == "pass" and first.safe == [["north", 20, 21], ["south", 30, 32]]
-    assert len(events("output.created", first)) == 1
+    assert first.sdc_status == "pass" and len(events("output.created", first)) == 1
+    # the same contributors in another query: the same released values
+    other = OutputFactory(project=project, cells=cells)
+    assert other.safe == first.safe
 
 
-def test_dominance_on_sums_suppresses_only_that_statistic(project):
-    columns = [output_column("region"), output_column("n", "count"), output_column("cost", "sum")]
-    # region, n, cost, n_persons, cost_top1, cost_top2, cost_total
-    rows = [["north", 50, 1000.0, 50, 950.0, 20.0, 1000.0],   # top 2 = 97% of the sum -> nk + p%
-            ["south", 40, 400.0, 40, 30.0, 20.0, 400.0]]
-    output = OutputFactory(project=project, columns=columns, rows=rows)
+def test_dominance_on_sums_flags_but_withholds_nothing(project):
+    plan = count_plan()
+    plan["statistics"] = [{"name": "n", "kind": "count_persons", "measure": None},
+                          {"name": "cost", "kind": "sum", "measure": 1}]
+    plan["one_row_per_person"] = True
 
-    assert output.sdc_status == "suppressed"
-    # one suppressed cost in a two-row table: secondary takes the other one
-    assert output.safe == [["north", 50, None, 50], ["south", 40, None, 40]]
-    assert output.flags[0] == {"cost": ["nk_dominance", "p_percent"]}
-    assert output.flags[1] == {"cost": ["secondary"]}
+    def cell(key, n, total, top1, top2):
+        return {**count_cell([key], n), "m1_n": n, "m1_persons": n, "m1_ckey": 5, "m1_ckey2": 99, "m1_sum": total,
+                "m1_sumsq": total * total, "m1_top1": top1, "m1_top2": top2, "m1_sqtop1": top1 * top1}
+    cells = [cell("north", 50, 1000.0, 950.0, 20.0),   # top 2 = 97% of the sum -> nk + p%
+             cell("south", 40, 400.0, 30.0, 20.0), cell("east", 30, 300.0, 20.0, 20.0)]
+    output = OutputFactory(project=project, plan=plan, cells=cells)
+
+    assert output.sdc_status == "review"
+    assert output.flags[1] == {"cost": ["nk_dominance", "p_percent"]}  # north: flagged for checkers
+    assert all(value is not None for row in output.safe for value in row)  # nothing withheld
+    assert output.raw[1][2] == 1000.0 and output.safe[1][2] != 1000.0  # the sum is perturbed
 
 
-def test_the_rules_in_force_come_from_settings(project, settings):
+def test_the_rules_in_force_come_from_settings_and_datasets(project, settings):
     settings.TRE_SDC_THRESHOLD = 5
-    settings.TRE_SDC_ROUNDING_BASE = 1
-    query = CompletedQueryFactory(project=project, rows=[["north", 23, 23], ["south", 12, 12], ["east", 7, 7]])
+    query = CompletedQueryFactory(project=project, cells=[count_cell(["north"], 23), count_cell(["south"], 12),
+                                                          count_cell(["east"], 7)])
     output = services.output_create_for_query(query=query)
-    assert output.sdc_status == "pass" and output.safe == [["north", 23, 23], ["south", 12, 12], ["east", 7, 7]]
-    assert output.sdc_params["threshold"] == 5 and output.sdc_params["rounding_base"] == 1
+    assert output.sdc_params["threshold"] == 5
+    dataset = DatasetFactory(protection={"threshold": 20})
+    query = CompletedQueryFactory(project=project, datasets=[dataset.name])
+    assert services.output_create_for_query(query=query).sdc_params["threshold"] == 20  # stricter, never looser
+    dataset.protection = {"threshold": 2}
+    dataset.save()
+    query = CompletedQueryFactory(project=project, datasets=[dataset.name])
+    assert services.output_create_for_query(query=query).sdc_params["threshold"] == 5
 
 
 # --- differencing --------------------------------------------------------------------------------
 
 def test_differencing_against_released_outputs_of_the_project(project, checkers):
-    rows = [["north", 40, 40], ["south", 30, 30]]
+    cells = [count_cell(["north"], 40), count_cell(["south"], 30)]
     sets = {("north",): persons(0, 40), ("south",): persons(1000, 30)}
-    released = OutputFactory(project=project, rows=rows, person_sets=sets, status="released")
+    released = OutputFactory(project=project, cells=cells, person_sets=sets, status="released")
     stored = ReleasedPersonSets.objects.get(output=released)
     assert stored.project_id == project.pk and stored.groups == 2
 
-    # the same groups, but "north" now lacks 2 persons: differencing would reveal them
+    # the same cells, but "north" now lacks 2 persons: differencing would reveal them
     new_sets = {("north",): persons(0, 38), ("south",): persons(1000, 30)}
-    output = OutputFactory(project=project, rows=[["north", 38, 38], ["south", 30, 30]], person_sets=new_sets)
+    new_cells = [count_cell(["north"], 38), count_cell(["south"], 30)]
+    output = OutputFactory(project=project, cells=new_cells, person_sets=new_sets)
 
     assert output.sdc_status == "review"
-    assert output.differencing == [{"group": ["north"], "row": 0, "released_output": released.pk,
+    assert output.differencing == [{"group": ["north"], "row": 1, "released_output": released.pk,
                                     "released_group": ["north"], "difference": 2}]
-    assert output.flags[0] == {"n": ["differencing"]} and output.flags[1] == {}
+    assert output.flags[1] == {"n": ["differencing"]} and output.flags[2] == {}
     assert output.sdc_summary["differencing"] == 1
-    # another project's released outputs are not compared
-    other = OutputFactory(project=ProjectFactory(status="approved"), rows=[["north", 38, 38], ["south", 30, 30]],
-                          person_sets=new_sets)
-    assert other.sdc_status == "pass" and other.differencing == []
+    # another project's released outputs are not compared (yet: a later issue widens it)
+    other = OutputFactory(project=ProjectFactory(status="approved"), cells=new_cells, person_sets=new_sets)
+    assert other.differencing == [] and other.sdc_summary["differencing"] == 0
 
 
 def test_differencing_matches_date_keys(project):
-    day = dt.date(2024, 1, 31)
-    columns = [output_column("month"), output_column("n", "count")]
-    OutputFactory(project=project, columns=columns, rows=[[day.isoformat(), 40, 40]],
-                  person_sets={(day,): persons(0, 40)}, status="released")
-    output = OutputFactory(project=project, columns=columns, rows=[[day.isoformat(), 41, 41]],
-                           person_sets={(day,): persons(0, 41)})
+    plan = count_plan(key="month", domain=("2024-01-01", "2024-02-01"))
+    OutputFactory(project=project, plan=plan, cells=[count_cell(["2024-01-01"], 40)],
+                  person_sets={("2024-01-01",): persons(0, 40)}, status="released")
+    output = OutputFactory(project=project, plan=plan, cells=[count_cell(["2024-01-01"], 41)],
+                           person_sets={("2024-01-01",): persons(0, 41)})
     assert output.sdc_status == "review" and output.differencing[0]["row"] == 0
-    assert output.differencing[0]["group"] == ["2024-01-31"]
+    assert output.differencing[0]["group"] == ["2024-01-01"]
 
 
 # --- the lifecycle -------------------------------------------------------------------------------
@@ -276,8 +298,7 @@ def test_released_person_sets_roll_back_with_a_failed_release(project, checkers,
 
 def test_raw_view_and_download_are_audited(project, checkers):
     output = OutputFactory(project=project, status="submitted")
-    columns, raw = services.output_raw_viewed(output=output, actor=checkers[0])
-    assert columns == ["region", "n", "n_persons"] and raw == [["north", 23, 23], ["south", 12, 12], ["east", 4, 4]]
+    services.output_raw_viewed(output=output, actor=checkers[0])
     assert events("output.raw_viewed", output)[0].actor == checkers[0].username
 
     with pytest.raises(WrongState):
@@ -296,8 +317,9 @@ def recorded_reruns(monkeypatch):
     def rerun(*, query, actor=None, reason="stale"):
         calls.append((query.pk, actor, reason))
         return Query.objects.create(project=query.project, submitted_by=query.submitted_by, sql=query.sql,
-                                    rewritten_sql=query.rewritten_sql, persons_sql=query.persons_sql,
-                                    column_plan=query.column_plan, dataset_names=query.dataset_names, rerun_of=query)
+                                    plan=query.plan, contributions_sql=query.contributions_sql,
+                                    contributors_sql=query.contributors_sql, dataset_names=query.dataset_names,
+                                    rerun_of=query)
 
     monkeypatch.setattr(services, "query_rerun", rerun)
     return calls

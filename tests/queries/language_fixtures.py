@@ -4,6 +4,7 @@ reference computation of the contributions (independent of queries/language.py).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import random
 from collections import defaultdict
@@ -152,7 +153,25 @@ def clean(dictionary: Dictionary, row: dict | None, alias: str) -> dict:
         if v is not None and c.role == Role.DATE and not (c.min <= v <= c.max):
             v = None
         out[f"{alias}.{c.name}"] = v
+    out[f"#text.{alias}"] = [_text(None if row is None else row[c.name]) for c in dictionary.stored_columns]
     return out
+
+
+def _text(value) -> str:
+    """A stored value as the engine casts it to text (for the row key)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def row_key(rk2: int, row: dict, aliases: list[str]) -> int:
+    """The row's magnitude key, as ``queries.language._row_key_sql`` computes it."""
+    text = "|".join(part for alias in aliases for part in row[f"#text.{alias}"])
+    return (rk2 + int(hashlib.md5(text.encode()).hexdigest()[:8], 16)) % 2**32
 
 
 def joined_rows(data: Data, sources: list[tuple[str, str, str]], optouts=()) -> list[tuple[str, dict]]:
@@ -178,7 +197,8 @@ def joined_rows(data: Data, sources: list[tuple[str, str, str]], optouts=()) -> 
 def reference(data: Data, sources, keys: list[Callable], measures: list[Callable | None],
               where: Callable | None, optouts=()) -> dict:
     """The expected contributions: per (cell, person) then per cell, in plain Python."""
-    per = defaultdict(lambda: {"r": 0, "m": defaultdict(lambda: [0, None, None])})
+    per = defaultdict(lambda: {"r": 0, "k2": 0, "m": defaultdict(lambda: [0, None, None, 0])})
+    aliases = [alias for _, alias, _ in sources]
     for pid, row in joined_rows(data, sources, optouts):
         if where is not None and where(row) is not True:
             continue
@@ -187,6 +207,8 @@ def reference(data: Data, sources, keys: list[Callable], measures: list[Callable
             continue
         entry = per[(labels, pid)]
         entry["r"] += 1
+        k2 = row_key(data.persons[pid][1], row, aliases)
+        entry["k2"] += k2
         for i, m in enumerate(measures):
             if m is None:
                 continue
@@ -195,6 +217,7 @@ def reference(data: Data, sources, keys: list[Callable], measures: list[Callable
                 continue
             acc = entry["m"][i]
             acc[0] += 1
+            acc[3] += k2
             acc[1] = v if acc[1] is None else acc[1] + v
             acc[2] = v * v if acc[2] is None else acc[2] + v * v
     cells = defaultdict(list)
@@ -203,7 +226,7 @@ def reference(data: Data, sources, keys: list[Callable], measures: list[Callable
     out = {}
     for labels, people in cells.items():
         rec = {"n_persons": len(people), "ckey": sum(data.persons[p][0] for p, _ in people) % 256,
-               "ckey2": sum(data.persons[p][1] for p, _ in people) % 2**32,
+               "ckey2": sum(e["k2"] for _, e in people) % 2**32,
                "n_rows": sum(e["r"] for _, e in people), "rows_max": max(e["r"] for _, e in people)}
         for i, m in enumerate(measures):
             if m is None:
@@ -214,7 +237,7 @@ def reference(data: Data, sources, keys: list[Callable], measures: list[Callable
             measured = [p for p, e in people if i in e["m"] and e["m"][i][0] > 0]
             rec[f"m{i}_persons"] = len(measured)
             rec[f"m{i}_ckey"] = sum(data.persons[p][0] for p in measured) % 256
-            rec[f"m{i}_ckey2"] = sum(data.persons[p][1] for p in measured) % 2**32
+            rec[f"m{i}_ckey2"] = sum(e["m"][i][3] for p, e in people if i in e["m"] and e["m"][i][0] > 0) % 2**32
             rec[f"m{i}_sum"] = sum(a[1] for a in accs if a[1] is not None)
             rec[f"m{i}_sumsq"] = sum(a[2] for a in accs if a[2] is not None)
             rec[f"m{i}_top1"] = sums[0] if sums else 0

@@ -1,6 +1,7 @@
 """Valid research queries run on DuckDB: contributions_sql compared cell by cell with plain Python."""
 
 import datetime as dt
+import hashlib
 
 import duckdb
 import pytest
@@ -92,11 +93,34 @@ def test_record_key_counted_once_per_person_not_per_row():
     plan = validate("SELECT code, count(*), sum(value) FROM events GROUP BY code", DICTIONARIES, max_cells=10)
     (row,) = run(con, contributions_sql(plan, dialect="duckdb", tables={"events": "ev"}, optouts=None)).values()
     assert row["n_persons"] == 2 and row["n_rows"] == 4 and row["rows_max"] == 3
-    assert row["ckey"] == (200 + 100) % 256 and row["ckey2"] == (4000000000 + 1000000000) % 2**32
+    assert row["ckey"] == (200 + 100) % 256  # the frequency key: once per person
+
+    def row_key(rk2, text):  # the magnitude key: one per row, from the person's secret key and the row
+        return (rk2 + int(hashlib.md5(text.encode()).hexdigest()[:8], 16)) % 2**32
+    rows = [(4000000000, "C10|||1.0|1"), (4000000000, "C10|||2.0|2"), (4000000000, "C10|||3.0|3"),
+            (1000000000, "C10|||10.0|10")]
+    assert row["ckey2"] == sum(row_key(*r) for r in rows) % 2**32
+    assert row["m1_ckey2"] == row["ckey2"]  # every row has a value
     assert row["m1_persons"] == 2 and row["m1_ckey"] == 300 % 256
     assert row["m1_n"] == 4 and row["m1_sum"] == 16 and row["m1_sumsq"] == 1 + 4 + 9 + 100
     assert row["m1_top1"] == 10 and row["m1_top2"] == 6 and row["m1_sqtop1"] == 100
     assert "m0_n" not in row  # count(*) has no measure
+
+
+def test_magnitude_key_differs_when_one_row_differs():
+    """Same persons, one row fewer: the magnitude keys differ (a per-person key would give both cells
+    the same noise, and the difference of the released sums would reveal that row's value)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE ev (person_id VARCHAR, _rk SMALLINT, _rk2 BIGINT, code VARCHAR, event_date DATE, "
+                "visit_date DATE, value DOUBLE, cost BIGINT)")
+    con.execute("INSERT INTO ev VALUES ('a', 7, 123456789, 'C10', NULL, NULL, 1, 1), "
+                "('a', 7, 123456789, 'C10', NULL, NULL, 2, 2), ('b', 9, 987654321, 'C10', NULL, NULL, 3, 3)")
+    every = validate("SELECT code, sum(value) FROM events GROUP BY code", DICTIONARIES, max_cells=10)
+    fewer = validate("SELECT code, sum(value) FROM events WHERE cost <> 2 GROUP BY code", DICTIONARIES, max_cells=10)
+    (a,) = run(con, contributions_sql(every, dialect="duckdb", tables={"events": "ev"}, optouts=None)).values()
+    (b,) = run(con, contributions_sql(fewer, dialect="duckdb", tables={"events": "ev"}, optouts=None)).values()
+    assert a["n_persons"] == b["n_persons"] == 2 and a["ckey"] == b["ckey"]
+    assert a["ckey2"] != b["ckey2"] and a["m0_ckey2"] != b["m0_ckey2"]
 
 
 def test_output_columns_in_order():

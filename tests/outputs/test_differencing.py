@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
-from outputs.sdc import find_differencing
+from outputs.differencing import find_differencing
 from queries.personsets import deserialize_sets, group_person_sets, person_key, serialize_sets
 
 HMAC = "00000000000000ff" + "ab" * 24                      # 64 hex digits, like HMAC-SHA256
