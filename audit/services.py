@@ -112,7 +112,8 @@ def _append_sqlite(cursor, fields, data_json):
     return seq, prev_hash, digest
 
 
-def _target_of(target) -> tuple[str, str]:
+def target_ref(target) -> tuple[str, str]:
+    """``(type, id)`` of a model instance or a ``(type, id)`` tuple; empty strings for None."""
     if target is None:
         return "", ""
     if isinstance(target, tuple):
@@ -145,7 +146,7 @@ def audit_record(*, actor, action: AuditAction, target=None, project=None, data=
         actor_id = actor.pk
     else:
         actor_name, actor_id = (actor or ""), None
-    target_type, target_id = _target_of(target)
+    target_type, target_id = target_ref(target)
     fields = dict(
         timestamp=now or timezone.now(),
         actor=actor_name,

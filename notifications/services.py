@@ -12,17 +12,11 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import target_ref
+
 from .models import Kind, Notification
 
 log = logging.getLogger(__name__)
-
-
-def _target_of(target) -> tuple[str, str]:
-    if target is None:
-        return "", ""
-    if isinstance(target, tuple):
-        return str(target[0]), str(target[1])
-    return target._meta.model_name, str(target.pk)
 
 
 def notify(*, users: Iterable, kind: Kind | str, text: str, link: str = "", target=None, now=None) -> list[Notification]:
@@ -30,7 +24,7 @@ def notify(*, users: Iterable, kind: Kind | str, text: str, link: str = "", targ
 
     ``kind`` is a ``notifications.models.Kind``; ``target`` a model instance or ``(type, id)``."""
     kind = Kind(kind)
-    target_type, target_id = _target_of(target)
+    target_type, target_id = target_ref(target)
     now = now or timezone.now()
     seen, rows = set(), []
     for user in users:

@@ -247,11 +247,9 @@ TRE_BEAT_INTERVAL = env.float("TRE_BEAT_INTERVAL", default=0)
 TRE_BROKER_VISIBILITY_TIMEOUT = env.int("TRE_BROKER_VISIBILITY_TIMEOUT", default=TRE_INGEST_TIME_LIMIT + 60 + 540)
 CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = TRE_BROKER_VISIBILITY_TIMEOUT
 TRE_SDC_THRESHOLD = env.int("TRE_SDC_THRESHOLD", default=10)
-TRE_SDC_ROUNDING_BASE = env.int("TRE_SDC_ROUNDING_BASE", default=5)
 TRE_SDC_NK_N = env.int("TRE_SDC_NK_N", default=2)
 TRE_SDC_NK_K = env.float("TRE_SDC_NK_K", default=0.9)
 TRE_SDC_P_PERCENT = env.float("TRE_SDC_P_PERCENT", default=0.1)
-TRE_SDC_ZEROS_DISCLOSIVE = env.bool("TRE_SDC_ZEROS_DISCLOSIVE", default=False)  # all-zero sums fail p% (ACRO: true)
 # Cell key method (outputs/cellkey.py, docs/sdc.md): the p-table's D and V, magnitude multipliers.
 TRE_CKM_D = env.int("TRE_CKM_D", default=3)
 TRE_CKM_V = env.float("TRE_CKM_V", default=2.0)

@@ -107,12 +107,6 @@ def test_row_count_difference_reveals_a_visit_unless_the_ledger_stops_it(env):
     assert {f["key"] for f in findings if f["difference"] == 0} == {(r,) for r in range(REPLICAS)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ckey2 is the sum of per-person keys (contributions_sql: min(_rk2) per person), so two cells with the same "
-    "persons but one row more or less share the sum's multiplier; when the largest per-person sum is unchanged "
-    "the released difference of sum(e.cost) with and without December 2024 is that row's cost exactly "
-    "(measured: 22 of 33 visits' cost recovered to the unit). The per-row keys of cellkey.row_key (in progress "
-    "on another branch) give the two cells unrelated multipliers; this test should then pass."))
 def test_exact_sum_difference_of_one_row_of_the_target(env):
     """sum(e.cost) of the north's and east's events with and without December 2024: the difference is the
     cost of the target's visit. Chance: no visit's cost recovered to ±1 (the noise is 0.5–2.5 × the largest

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEvent
-from environment import store
+from environment import filesources, store
 from environment.declaration import declare
 from environment.models import Dataset, DatasetVersion
 from environment.pseudonym import make_nhs_number, person_id_for
@@ -324,7 +324,7 @@ def test_upload_must_be_multipart(create_dataset, as_custodian):
 def test_progress_is_reported_while_writing(tmp_path, monkeypatch):
     from environment import ingest
 
-    monkeypatch.setattr(ingest, "PROGRESS_INTERVAL", 0.01)
+    monkeypatch.setattr(filesources, "PROGRESS_INTERVAL", 0.01)
     source = tmp_path / "big.csv"
     source.write_bytes(csv_bytes([row(i % 5000) for i in range(300_000)]))
     seen = []

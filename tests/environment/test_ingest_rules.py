@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from environment import filesources
 from environment.declaration import declare
 from environment.ingest import MAX_ERRORS, build_version_file
 from environment.pseudonym import make_nhs_number, person_id_for
@@ -168,9 +169,8 @@ def test_the_first_thousand_errors_and_the_exact_total(tmp_path):
 
 
 def test_progress_phases_from_the_first_second(tmp_path, monkeypatch):
-    import environment.ingest as loader
 
-    monkeypatch.setattr(loader, "PROGRESS_INTERVAL", 0.01)
+    monkeypatch.setattr(filesources, "PROGRESS_INTERVAL", 0.01)
     seen = []
     result, _ = run(tmp_path, csv_bytes([good(i) for i in range(2000)]), progress=lambda *p: seen.append(p))
     assert result.ok

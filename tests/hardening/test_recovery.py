@@ -32,7 +32,7 @@ from tests.scenario import Scenario, ok
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 SLOW_SQL = "SELECT count(*) AS pairs FROM heavy a JOIN heavy_b b ON a.person_id = b.person_id"  # one person: every pair of rows
-HEAVY_ROWS = 30_000  # one person: the self-join runs for a few seconds
+HEAVY_ROWS = 8_000  # one person: the self-join runs for a few seconds
 
 
 @pytest.fixture
@@ -179,8 +179,8 @@ def test_a_worker_killed_during_a_load_leaves_the_version_loaded_once(deployed, 
     assert (version.status, version.attempts, version.row_count, version.person_count) == ("ready", 2, 100_000, 10_000)
     assert list(DatasetVersion.objects.filter(dataset_id=ds["id"]).values_list("pk", flat=True)) == [version_id]
     assert Dataset.objects.get(pk=ds["id"]).current_version_id == version_id
-    assert actions("dataset", ds["id"]) == ["dataset.created", "dataset.version_uploaded", "dataset.version_requeued",
-                                            "dataset.version_ready"]
+    assert [a for a in actions("dataset", ds["id"]) if a.startswith("dataset.version")] == [
+        "dataset.version_uploaded", "dataset.version_requeued", "dataset.version_ready"]  # the load's own events
     wait_for(lambda: not TaskHeartbeat.objects.exists(), timeout=10, message="the attempt's heartbeat to go")  # just after its commit
     assert verify_chain().valid
     measured("worker SIGKILL during a load -> ready", took)
@@ -194,10 +194,12 @@ def test_a_worker_killed_during_an_erasure_leaves_the_person_erased_once(deploye
     loaded = _upload(client, ds["id"], to_csv(rows))["version"]
     wait_for(lambda: DatasetVersion.objects.filter(pk=loaded, status="ready").exists(), timeout=60, interval=0.2,
              message="the load")
+    wait_for(lambda: Dataset.objects.filter(pk=ds["id"], current_twin__isnull=False).exists(), timeout=60,
+             interval=0.2, message="the dummy twin that follows a first load")  # it, too, takes the dataset row
     with dataset_row_locked(ds["id"]):  # the erasure writes its new file, then waits at its commit
         ok(client.post("/api/v1/opt-outs/", {"nhs_numbers": [victim]}, format="json"), 202)
-        wait_for(_a_backend_waits_for_a_lock, timeout=60, interval=0.05, message="the erasure to reach its commit")
-        assert TaskHeartbeat.objects.filter(kind="erasure").exists()
+        wait_for(lambda: TaskHeartbeat.objects.filter(kind="erasure").exists() and _a_backend_waits_for_a_lock(),
+                 timeout=60, interval=0.05, message="the erasure to reach its commit")
         kill_worker(deployed.w)
         killed = time.monotonic()
     assert optout_status()["pending_erasure"] == 1
