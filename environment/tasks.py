@@ -27,8 +27,10 @@ def ingest_version(self, version_id: int) -> None:
 @shared_task(name="environment.tasks.apply_optouts", bind=True, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=INGEST_SOFT_TIME_LIMIT, time_limit=INGEST_SOFT_TIME_LIMIT + 60)
 def apply_optouts(self, first_id: int, last_id: int) -> dict:
-    """After a registration: which datasets hold the batch, the staleness signal, the erasure."""
-    return services.optouts_apply(first_id=first_id, last_id=last_id)
+    """After a registration: which datasets hold the batch, the staleness signal, then the erasure
+    under the erasure heartbeat (as ``erase_opted_out``), so a worker killed mid-erasure is recovered."""
+    summary = services.optouts_apply(first_id=first_id, last_id=last_id, erase=False)
+    return {**summary, **_erase_under_heartbeat(self.request.id or "")}
 
 
 @shared_task(name="environment.tasks.erase_opted_out", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -36,7 +38,11 @@ def apply_optouts(self, first_id: int, last_id: int) -> dict:
 def erase_opted_out(self) -> dict:
     """One erasure at a time: a delivery while a live worker erases does nothing; the live one
     passes again for opt-outs registered while it ran (the beat entry catches any it just missed)."""
-    with recovery.attempt(TaskHeartbeat.Kind.ERASURE, task_id=self.request.id or "") as mine:
+    return _erase_under_heartbeat(self.request.id or "")
+
+
+def _erase_under_heartbeat(task_id: str) -> dict:
+    with recovery.attempt(TaskHeartbeat.Kind.ERASURE, task_id=task_id) as mine:
         if not mine:
             return {"skipped": "an erasure is running"}
         summary = services.erase_opted_out()

@@ -39,11 +39,12 @@ class StoreError(Exception):
     """The store could not be read or written (the message never quotes data)."""
 
 
-def optouts_apply(*, first_id: int, last_id: int) -> dict:
+def optouts_apply(*, first_id: int, last_id: int, erase: bool = True) -> dict:
     """After the registration of the opt-outs ``first_id``..``last_id`` (one batch, see
     ``optouts``): announce the datasets that hold any of them, then erase. Idempotent: a
     redelivery announces the same datasets again (staleness is decided by time, so nothing
-    changes twice) and finds nothing left to erase."""
+    changes twice) and finds nothing left to erase. ``erase=False``: announce only (the task erases
+    under its heartbeat, so a worker killed mid-erasure is recovered)."""
     registered_at = OptOut.objects.filter(id__gte=first_id, id__lte=last_id).aggregate(m=Max("registered_at"))["m"]
     if registered_at is None:
         return {"datasets": 0}
@@ -54,7 +55,7 @@ def optouts_apply(*, first_id: int, last_id: int) -> dict:
         dataset_ids = list(Dataset.objects.filter(current_version__isnull=False).values_list("pk", flat=True))
     if dataset_ids:
         optouts_registered.send(sender=OptOut, dataset_ids=dataset_ids, registered_at=registered_at)
-    return {"datasets": len(dataset_ids), **erase_opted_out()}
+    return {"datasets": len(dataset_ids), **(erase_opted_out() if erase else {})}
 
 
 def datasets_containing(person_ids) -> list[int]:

@@ -44,7 +44,7 @@ from tests.scenario import Scenario
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 SLOW_SQL = "SELECT count(*) AS pairs FROM heavy a JOIN heavy_b b ON a.person_id = b.person_id"  # one person: every pair of rows
-HEAVY_ROWS = 8_000
+HEAVY_ROWS = 4_000
 REGION_SQL = "SELECT region, count(*) AS n FROM gp_events GROUP BY region"
 
 

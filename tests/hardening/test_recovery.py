@@ -32,7 +32,7 @@ from tests.scenario import Scenario, ok
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 SLOW_SQL = "SELECT count(*) AS pairs FROM heavy a JOIN heavy_b b ON a.person_id = b.person_id"  # one person: every pair of rows
-HEAVY_ROWS = 8_000  # one person: the self-join runs for a few seconds
+HEAVY_ROWS = 4_000  # one person: the self-join runs for a few seconds
 
 
 @pytest.fixture
