@@ -234,31 +234,21 @@ def _protection(raw, limits: Limits) -> tuple[dict, dict]:
         errors["mode"] = ["mode must be ckm (the cell key method, the default) or dp (differential privacy)"]
     elif mode == "dp":
         out["mode"] = "dp"
-    if "threshold" in raw:
-        t = raw["threshold"]
-        if not _is_int(t):
-            errors["threshold"] = ["must be an integer"]
-        elif t < limits.threshold:
-            errors["threshold"] = [f"must be at least {limits.threshold} (TRE_SDC_THRESHOLD): a dataset's protection "
-                                   "may only be stricter than the settings"]
+    # (field, setting name, the floor in force, is the value well-typed?, the stored value)
+    stricter = (("threshold", "TRE_SDC_THRESHOLD", limits.threshold, _is_int, "an integer", int),
+                ("ckm_d", "TRE_CKM_D", limits.ckm_d, _is_int, "an integer", int),
+                ("ckm_v", "TRE_CKM_V", limits.ckm_v, _is_number, "a finite number", float))
+    for field, setting, floor, well_typed, kind, cast in stricter:
+        if field not in raw:
+            continue
+        value = raw[field]
+        if not well_typed(value):
+            errors[field] = [f"must be {kind}"]
+        elif value < floor:
+            errors[field] = [f"must be at least {floor:g} ({setting}): a dataset's protection may only be stricter "
+                             "than the settings"]
         else:
-            out["threshold"] = t
-    if "ckm_d" in raw:
-        d = raw["ckm_d"]
-        if not _is_int(d):
-            errors["ckm_d"] = ["must be an integer"]
-        elif d < limits.ckm_d:
-            errors["ckm_d"] = [f"must be at least {limits.ckm_d} (TRE_CKM_D): a dataset's protection may only be stricter"]
-        else:
-            out["ckm_d"] = d
-    if "ckm_v" in raw:
-        v = raw["ckm_v"]
-        if not _is_number(v):
-            errors["ckm_v"] = ["must be a finite number"]
-        elif v < limits.ckm_v:
-            errors["ckm_v"] = [f"must be at least {limits.ckm_v:g} (TRE_CKM_V): a dataset's protection may only be stricter"]
-        else:
-            out["ckm_v"] = float(v)
+            out[field] = cast(value)
     if mode == "dp":
         rho = raw.get("rho")
         if rho is None:
